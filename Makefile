@@ -1,0 +1,49 @@
+# The verbs people type. Every target installs what it needs first (scripts/setup.sh is quick
+# when nothing changed), so each works on a fresh Debian 12 machine.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TOPOLOGY ?= compute
+PYTEST_ARGS ?=
+
+.PHONY: setup test lint unit lab lab-down plan bench agent wheel clean
+
+setup:
+	@bash scripts/setup.sh
+
+## Static checks: ruff everywhere, mypy over infra/ and bootstrap/, ansible-lint on the roles.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy infra bootstrap
+	cd ansible && ../$(VENV)/bin/ansible-lint --offline --profile production site.yml roles
+
+## The whole suite: lint, then every test (the lab VM tests boot their own VM).
+test: lint
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+## Fast tests only (no lab VM).
+unit: setup
+	$(VENV)/bin/pytest -m "not lab" $(PYTEST_ARGS)
+
+## The main job: a local stand-in for a Compute Engine VM, provisioned by the same roles.
+lab: setup
+	$(PY) -m tests.lab up
+
+lab-down: setup
+	$(PY) -m tests.lab down
+
+## Review a topology offline, under Pulumi's mocks: make plan TOPOLOGY=cloudrun|compute|hybrid
+plan: setup
+	$(PY) -m infra.plan --topology $(TOPOLOGY)
+
+bench: setup
+	$(PY) -m bench.run
+
+## Run the agent locally on the embedded default (./storage, backup in ./.storage-backup).
+agent: setup
+	$(VENV)/bin/spine-agent run --config examples/agent-local.yaml
+
+wheel: setup
+	$(PY) -m build --wheel --outdir dist .
+
+clean:
+	rm -rf dist build *.egg-info .pytest_cache .mypy_cache .ruff_cache
