@@ -1,0 +1,385 @@
+"""AgentConfig: one YAML file plus environment overrides, validated in one place.
+
+Every bad value raises ConfigError with one line that names the key and the value, so the daemon
+and the CLI can print it and exit 2. Unknown keys are errors too: a typo must not silently fall
+back to a default on a production VM.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from .records import InvalidName, PersistenceClass, check_collection
+from .units import parse_duration, parse_size
+
+DEFAULT_STORAGE_PATH = "/data/super-spine"
+ENV_PREFIX = "SUPER_SPINE_"
+ENV_CONFIG_FILE = "SUPER_SPINE_CONFIG"
+SOCKET_NAME = "spine-agent.sock"
+BACKUP_DIR_NAME = ".backup.git"
+MAX_UNIX_SOCKET_PATH = 107
+DEFAULT_CLASS_MAP: dict[str, list[str]] = {
+    "critical": ["agents", "subscriptions", "tasks", "access"],
+    "session": ["stats", "frames", "traces", "sessions"],
+    "cache": ["cache"],
+}
+REMOTE_SCHEMES = ("file", "git", "ssh", "https", "http")
+
+
+class ConfigError(ValueError):
+    """One line naming the bad key and value."""
+
+    def __init__(self, key: str, value: Any, reason: str) -> None:
+        super().__init__(f"config error: {key}={value!r}: {reason}")
+        self.key = key
+
+
+@dataclass(frozen=True)
+class TieringConfig:
+    enabled: bool = True
+    hot_age: float = 300.0
+    warm_age: float = 1800.0
+    file_backup_interval: float = 300.0
+    git_backup_interval: float = 1800.0
+
+
+@dataclass(frozen=True)
+class GitConfig:
+    path: Path
+    remote: str | None = None
+    branch: str = "backup/localhost"
+    ssh_key_file: Path | None = None
+    token_file: Path | None = None
+    history_max_age: float = 7 * 86400.0
+    push_retry_max: float = 300.0
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    socket: Path
+    socket_mode: int = 0o660
+    tcp_port: int | None = None
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    storage_path: Path
+    git: GitConfig
+    api: ApiConfig
+    memory_limit: int = 100 * 1000**2
+    max_value_size: int = 1024**2
+    stop_budget: float = 25.0
+    log_level: str = "info"
+    tiering: TieringConfig = field(default_factory=TieringConfig)
+    default_class: PersistenceClass = PersistenceClass.SESSION
+    class_map: dict[str, PersistenceClass] = field(default_factory=dict)
+
+    def class_of(self, collection: str) -> PersistenceClass:
+        return self.class_map.get(collection, self.default_class)
+
+
+_TOP_KEYS = {
+    "storage_path",
+    "memory_limit",
+    "max_value_size",
+    "stop_budget",
+    "log_level",
+    "tiering",
+    "classes",
+    "git",
+    "api",
+}
+_SECTION_KEYS = {
+    "tiering": {"enabled", "hot_age", "warm_age", "file_backup_interval", "git_backup_interval"},
+    "git": {
+        "path",
+        "remote",
+        "branch",
+        "ssh_key_file",
+        "token_file",
+        "history_max_age",
+        "push_retry_max",
+    },
+    "api": {"socket", "socket_mode", "tcp_port"},
+}
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> AgentConfig:
+    """Read the YAML file (if any), apply SUPER_SPINE_* overrides, validate, return the config."""
+    env = dict(os.environ if env is None else env)
+    if path is None and env.get(ENV_CONFIG_FILE):
+        path = env[ENV_CONFIG_FILE]
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = _read_yaml(Path(path))
+    _apply_env(raw, env)
+    # Relative paths are taken from the working directory, as `make agent` expects ./storage.
+    return build_config(raw, base_dir=Path.cwd())
+
+
+def config_from_mapping(raw: dict[str, Any], base_dir: Path | None = None) -> AgentConfig:
+    """Validate an in-memory mapping (the library API and tests use this)."""
+    return build_config(dict(raw), base_dir=base_dir or Path.cwd())
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError("config", str(path), f"cannot read the file ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError("config", str(path), f"not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("config", str(path), "the file must hold a mapping of keys")
+    return data
+
+
+def _apply_env(raw: dict[str, Any], env: dict[str, str]) -> None:
+    """SUPER_SPINE_STORAGE_PATH -> storage_path; SUPER_SPINE_GIT__REMOTE -> git.remote."""
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_CONFIG_FILE:
+            continue
+        dotted = name[len(ENV_PREFIX) :].lower()
+        if "__" in dotted:
+            section, key = dotted.split("__", 1)
+            if section not in _SECTION_KEYS:
+                raise ConfigError(name, value, f"unknown section {section!r}")
+            target = raw.setdefault(section, {})
+            if not isinstance(target, dict):
+                raise ConfigError(section, target, "must be a mapping")
+            target[key] = value
+        elif dotted in _TOP_KEYS - set(_SECTION_KEYS) - {"classes"}:
+            raw[dotted] = value
+
+
+def build_config(raw: dict[str, Any], base_dir: Path) -> AgentConfig:
+    for key in raw:
+        if key not in _TOP_KEYS:
+            raise ConfigError(
+                key, raw[key], f"unknown key (allowed: {', '.join(sorted(_TOP_KEYS))})"
+            )
+    sections = {name: _section(raw, name) for name in _SECTION_KEYS}
+
+    storage = _path("storage_path", raw.get("storage_path", DEFAULT_STORAGE_PATH), base_dir)
+    tiering_raw = sections["tiering"]
+    tiering = TieringConfig(
+        enabled=_bool("tiering.enabled", tiering_raw.get("enabled", True)),
+        hot_age=_duration("tiering.hot_age", tiering_raw.get("hot_age", "5min"), minimum=0.001),
+        warm_age=_duration("tiering.warm_age", tiering_raw.get("warm_age", "30min"), minimum=0.001),
+        file_backup_interval=_duration(
+            "tiering.file_backup_interval", tiering_raw.get("file_backup_interval", "5min"), 0.01
+        ),
+        git_backup_interval=_duration(
+            "tiering.git_backup_interval", tiering_raw.get("git_backup_interval", "30min"), 0.01
+        ),
+    )
+    if tiering.warm_age < tiering.hot_age:
+        raise ConfigError(
+            "tiering.warm_age",
+            tiering_raw.get("warm_age"),
+            "must not be shorter than tiering.hot_age",
+        )
+
+    git_raw = sections["git"]
+    git = GitConfig(
+        path=_path("git.path", git_raw.get("path", str(storage / BACKUP_DIR_NAME)), base_dir),
+        remote=_remote(git_raw.get("remote")),
+        branch=_branch(git_raw.get("branch")),
+        ssh_key_file=_optional_path("git.ssh_key_file", git_raw.get("ssh_key_file"), base_dir),
+        token_file=_optional_path("git.token_file", git_raw.get("token_file"), base_dir),
+        history_max_age=_duration("git.history_max_age", git_raw.get("history_max_age", "7d"), 60),
+        push_retry_max=_duration("git.push_retry_max", git_raw.get("push_retry_max", "5min"), 1),
+    )
+
+    api_raw = sections["api"]
+    sock = _path("api.socket", api_raw.get("socket", str(storage / SOCKET_NAME)), base_dir)
+    if len(str(sock)) > MAX_UNIX_SOCKET_PATH:
+        raise ConfigError(
+            "api.socket",
+            str(sock),
+            f"a unix socket path may be at most {MAX_UNIX_SOCKET_PATH} bytes",
+        )
+    api = ApiConfig(
+        socket=sock,
+        socket_mode=_mode("api.socket_mode", api_raw.get("socket_mode", "0660")),
+        tcp_port=_port("api.tcp_port", api_raw.get("tcp_port")),
+    )
+
+    default_class, class_map = _classes(raw.get("classes"))
+    log_level = str(raw.get("log_level", "info")).lower()
+    if log_level not in _LOG_LEVELS:
+        raise ConfigError("log_level", raw.get("log_level"), f"allowed: {', '.join(_LOG_LEVELS)}")
+    memory_limit = _size("memory_limit", raw.get("memory_limit", "100MB"), minimum=1024**2)
+    return AgentConfig(
+        storage_path=storage,
+        git=git,
+        api=api,
+        memory_limit=memory_limit,
+        max_value_size=_size("max_value_size", raw.get("max_value_size", "1MB"), minimum=16),
+        stop_budget=_duration("stop_budget", raw.get("stop_budget", "25s"), minimum=1.0),
+        log_level=log_level,
+        tiering=tiering,
+        default_class=default_class,
+        class_map=class_map,
+    )
+
+
+def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
+    value = raw.get(name) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(name, value, "must be a mapping")
+    for key in value:
+        if key not in _SECTION_KEYS[name]:
+            allowed = ", ".join(sorted(_SECTION_KEYS[name]))
+            raise ConfigError(f"{name}.{key}", value[key], f"unknown key (allowed: {allowed})")
+    return value
+
+
+def _size(key: str, value: Any, minimum: int) -> int:
+    try:
+        size = parse_size(value)
+    except ValueError as exc:
+        raise ConfigError(key, value, str(exc)) from None
+    if size < minimum:
+        raise ConfigError(key, value, f"must be at least {minimum} bytes")
+    return size
+
+
+def _duration(key: str, value: Any, minimum: float) -> float:
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise ConfigError(key, value, str(exc)) from None
+    if seconds < minimum:
+        raise ConfigError(key, value, f"must be at least {minimum:g}s")
+    return seconds
+
+
+def _bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "0"):
+        return False
+    raise ConfigError(key, value, "expected true or false")
+
+
+def _path(key: str, value: Any, base_dir: Path) -> Path:
+    if not isinstance(value, str | Path) or str(value).strip() == "":
+        raise ConfigError(key, value, "expected a non-empty path")
+    if "\x00" in str(value):
+        raise ConfigError(key, value, "a path must not contain NUL")
+    path = Path(os.path.expanduser(str(value)))
+    return path if path.is_absolute() else (base_dir / path).resolve()
+
+
+def _optional_path(key: str, value: Any, base_dir: Path) -> Path | None:
+    return None if value in (None, "") else _path(key, value, base_dir)
+
+
+def _remote(value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    text = str(value)
+    if "://" not in text and ":" in text and not text.startswith("/"):
+        return text  # scp-like ssh form: git@host:org/repo.git
+    parts = urlsplit(text if "://" in text else f"file://{text}")
+    if parts.scheme not in REMOTE_SCHEMES:
+        raise ConfigError(
+            "git.remote", _redact(text), f"scheme must be one of {', '.join(REMOTE_SCHEMES)}"
+        )
+    if parts.scheme in ("https", "http") and parts.password:
+        raise ConfigError(
+            "git.remote", _redact(text), "put credentials in git.token_file, never in the URL"
+        )
+    return text
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(parts.password, "***")
+    return url
+
+
+def _branch(value: Any) -> str:
+    if value in (None, ""):
+        return f"backup/{socket.gethostname()}"
+    text = str(value)
+    if (
+        any(c in text for c in " ~^:?*[\\")
+        or ".." in text
+        or text.startswith("/")
+        or text.endswith((".lock", "/"))
+    ):
+        raise ConfigError("git.branch", value, "not a valid git branch name")
+    return text
+
+
+def _mode(key: str, value: Any) -> int:
+    try:
+        mode = int(str(value), 8) if not isinstance(value, int) else value
+    except ValueError:
+        raise ConfigError(key, value, "expected an octal mode such as 0660") from None
+    if mode & ~0o777 or mode & 0o007:
+        raise ConfigError(key, value, "must be an octal mode with no access for others, e.g. 0660")
+    return mode
+
+
+def _port(key: str, value: Any) -> int | None:
+    if value in (None, "", 0, "0"):
+        return None
+    try:
+        port = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(key, value, "expected a TCP port number") from None
+    if not 1 <= port <= 65535:
+        raise ConfigError(key, value, "expected a TCP port from 1 to 65535")
+    return port
+
+
+def _classes(value: Any) -> tuple[PersistenceClass, dict[str, PersistenceClass]]:
+    mapping: dict[str, Any] = dict(value) if value is not None else {}
+    if value is not None and not isinstance(value, dict):
+        raise ConfigError("classes", value, "must be a mapping of class -> list of collections")
+    default_text = mapping.pop("default", "session")
+    try:
+        default = PersistenceClass.parse(str(default_text))
+    except ValueError as exc:
+        raise ConfigError("classes.default", default_text, str(exc)) from None
+    source = mapping or DEFAULT_CLASS_MAP
+    result: dict[str, PersistenceClass] = {}
+    for cls_name, collections in source.items():
+        try:
+            cls = PersistenceClass.parse(str(cls_name))
+        except ValueError as exc:
+            raise ConfigError(f"classes.{cls_name}", collections, str(exc)) from None
+        if not isinstance(collections, list):
+            raise ConfigError(f"classes.{cls_name}", collections, "expected a list of collections")
+        for name in collections:
+            try:
+                check_collection(str(name))
+            except InvalidName as exc:
+                raise ConfigError(f"classes.{cls_name}", name, str(exc)) from None
+            if name in result and result[name] is not cls:
+                raise ConfigError(
+                    f"classes.{cls_name}", name, "collection is listed in two classes"
+                )
+            result[str(name)] = cls
+    return default, result

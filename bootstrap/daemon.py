@@ -1,0 +1,148 @@
+"""`spine-agent run`: restore, serve the API on a unix socket, tier on a timer, and on SIGTERM
+flush, commit and push within the stop budget. Speaks sd_notify READY/STOPPING."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import stat
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import uvicorn
+
+from .api import build_app
+from .config import AgentConfig
+from .lifecycle import Lifecycle
+from .notify import sd_notify
+from .scheduler import TieringScheduler
+from .storage import HybridStorage
+
+log = logging.getLogger("spine.daemon")
+
+
+class AgentServer(uvicorn.Server):
+    """uvicorn, but SIGTERM/SIGINT only stop serving: the agent's shutdown backup runs after,
+    instead of uvicorn re-raising the signal and killing the process before it."""
+
+    stop_requested_at: float | None = None
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        def handler(signum: int, frame: object) -> None:
+            if self.stop_requested_at is None:
+                self.stop_requested_at = time.monotonic()
+                sd_notify("STOPPING=1")
+                log.info("stop signal received", extra={"signal": signal.Signals(signum).name})
+            self.should_exit = True
+
+        originals = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for sig, original in originals.items():
+                signal.signal(sig, original)
+
+
+def bind_unix_socket(path: Path, mode: int) -> socket.socket:
+    """Bind with a tight umask so the socket is never briefly world-accessible."""
+    if path.exists() or path.is_symlink():
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            raise RuntimeError(
+                f"api.socket {path} exists and is not a socket; refusing to remove it"
+            )
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # stale socket from a crashed run
+        else:
+            probe.close()
+            raise RuntimeError(f"api.socket {path} is in use by another running agent")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, mode)
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def bind_tcp_loopback(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a Linux dependency
+        return None
+    return uvloop.new_event_loop
+
+
+def run_daemon(config: AgentConfig) -> int:
+    os.umask(0o027)  # data, journal and backup files: owner and group only
+    storage = HybridStorage(config)
+    hooks = Lifecycle(storage)
+    started = time.monotonic()
+    hooks.on_start()
+    sockets = [bind_unix_socket(config.api.socket, config.api.socket_mode)]
+    if config.api.tcp_port:
+        sockets.append(bind_tcp_loopback(config.api.tcp_port))
+    scheduler = TieringScheduler(hooks.on_every_5min, config.tiering.file_backup_interval)
+    app = build_app(storage, on_tier=hooks.on_every_5min)
+    server = AgentServer(
+        uvicorn.Config(
+            app,
+            loop="uvloop",
+            http="httptools",
+            lifespan="off",
+            access_log=False,
+            log_config=None,
+            timeout_graceful_shutdown=2,
+            server_header=False,
+            date_header=False,
+        )
+    )
+
+    async def main() -> None:
+        serve = asyncio.create_task(server.serve(sockets=sockets))
+        while not server.started and not serve.done():
+            await asyncio.sleep(0.01)
+        if server.started:
+            if config.tiering.enabled:
+                scheduler.start()
+            sd_notify("READY=1")
+            log.info(
+                "serving",
+                extra={
+                    "socket": str(config.api.socket),
+                    "tcp_port": config.api.tcp_port,
+                    "startup_s": round(time.monotonic() - started, 3),
+                },
+            )
+        await serve
+
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(main())
+    finally:
+        stop_at = server.stop_requested_at or time.monotonic()
+        scheduler.stop(timeout=max(1.0, config.stop_budget / 2))
+        hooks.on_shutdown(started=stop_at)
+        with contextlib.suppress(OSError):
+            config.api.socket.unlink()
+    return 0

@@ -1,0 +1,136 @@
+"""Lifecycle hooks (on_start, on_shutdown, on_every_5min) and the library's front door.
+
+on_start restores (warm files + journal, else the git backup), on_every_5min tiers, on_shutdown
+flushes, commits and pushes within the stop budget: 25 s by default to fit GCE's 30 s
+preemption notice, 8 s for Cloud Run's 10 s.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from .config import AgentConfig, TieringConfig, config_from_mapping
+from .scheduler import TieringScheduler
+from .storage import HybridStorage, TierReport
+from .units import parse_duration, parse_size
+
+log = logging.getLogger("spine.lifecycle")
+
+SHUTDOWN_MARGIN = 1.0  # seconds kept back from the budget for closing files and the socket
+
+
+class Lifecycle:
+    """The three hooks, with the stop budget enforced on shutdown."""
+
+    def __init__(self, storage: HybridStorage) -> None:
+        self.storage = storage
+        self.stop_budget = storage.config.stop_budget
+
+    def on_start(self) -> str:
+        return self.storage.initialize()
+
+    def on_every_5min(self) -> TierReport:
+        report = self.storage.tier()
+        log.info(
+            "tiering pass",
+            extra={
+                "files_written": report.files_written,
+                "records_written": report.records_written,
+                "evicted": report.evicted,
+                "expired_cache": report.expired_cache,
+                "seconds": round(report.seconds, 4),
+            },
+        )
+        return report
+
+    def on_shutdown(self, started: float | None = None) -> dict[str, Any]:
+        """Flush, commit and push; the push gets whatever is left of the budget."""
+        started = time.monotonic() if started is None else started
+        remaining = self.stop_budget - (time.monotonic() - started) - SHUTDOWN_MARGIN
+        result: dict[str, Any] = {}
+        try:
+            result = self.storage.flush(backup=True, push_timeout=max(1.0, remaining))
+        finally:
+            self.storage.close(backup=False)
+        result["seconds"] = round(time.monotonic() - started, 3)
+        log.info("shutdown backup done", extra=result)
+        return result
+
+
+class HybridVMStorage:
+    """The library API of the design notes:
+
+    storage = HybridVMStorage(memory_limit="100MB", file_backup_interval="5min",
+                              git_backup_interval="30min", tiering_enabled=True)
+    storage.initialize()
+    storage.put("agents", "a1", {...}); storage.get("agents", "a1")
+    storage.shutdown()
+    """
+
+    def __init__(
+        self,
+        memory_limit: str = "100MB",
+        file_backup_interval: str = "5min",
+        git_backup_interval: str = "30min",
+        tiering_enabled: bool = True,
+        storage_path: str | None = None,
+        config: AgentConfig | None = None,
+        clock: Callable[[], float] = time.time,
+        **overrides: Any,
+    ) -> None:
+        if config is None:
+            raw: dict[str, Any] = {"memory_limit": memory_limit, **overrides}
+            raw.setdefault("tiering", {})
+            raw["tiering"] = {
+                **raw["tiering"],
+                "enabled": tiering_enabled,
+                "file_backup_interval": file_backup_interval,
+                "git_backup_interval": git_backup_interval,
+            }
+            if storage_path is not None:
+                raw["storage_path"] = storage_path
+            # Validate the strings here so a bad one fails at the call site with its name.
+            parse_size(memory_limit)
+            parse_duration(file_backup_interval)
+            parse_duration(git_backup_interval)
+            config = config_from_mapping(raw)
+        self.config = config
+        self.storage = HybridStorage(config, clock=clock)
+        self.hooks = Lifecycle(self.storage)
+        self.scheduler = TieringScheduler(
+            self.hooks.on_every_5min, config.tiering.file_backup_interval
+        )
+
+    def initialize(self) -> str:
+        source = self.hooks.on_start()
+        if self.config.tiering.enabled:
+            self.scheduler.start()
+        return source
+
+    def shutdown(self) -> dict[str, Any]:
+        self.scheduler.stop(timeout=self.config.stop_budget)
+        return self.hooks.on_shutdown()
+
+    def put(self, collection: str, key: str, value: Any, cls: str | None = None) -> None:
+        self.storage.put(collection, key, value, cls)
+
+    def get(self, collection: str, key: str, default: Any = None) -> Any:
+        return self.storage.get(collection, key, default)
+
+    def delete(self, collection: str, key: str) -> bool:
+        return self.storage.delete(collection, key)
+
+    def status(self) -> dict[str, Any]:
+        return self.storage.status()
+
+
+def with_tiering(config: AgentConfig, **changes: Any) -> AgentConfig:
+    """A copy of config with tiering settings changed (tests and benchmarks)."""
+    return replace(config, tiering=replace(config.tiering, **changes))
+
+
+__all__ = ["HybridVMStorage", "Lifecycle", "TieringConfig", "with_tiering"]

@@ -1,0 +1,837 @@
+"""HybridStorage: the policy that moves records between memory, warm JSON files and git.
+
+Tiers know only themselves; this module decides where a record lives:
+- every put lands in memory; file-bound classes are journaled first (critical: fdatasync before
+  the put returns, group-committed);
+- the tiering pass rewrites changed warm files, checkpoints the journal, and drops records that
+  are clean and idle past `hot_age` from memory (their bytes stay readable from the files);
+- the backup pass commits critical changes to git and pushes; it runs on its interval, when a
+  critical change is older than `warm_age`, on demand, and at shutdown.
+The memory limit evicts clean records, least recently used first and cache first; dirty records
+are never dropped: they are counted and reported instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from .config import AgentConfig
+from .records import Entry, PersistenceClass, check_collection, check_key
+from .tiers.files import FilesTier
+from .tiers.git import GitRecord, GitTier, GitUnavailable, redact
+from .tiers.journal import Journal, JournalWriteError
+
+log = logging.getLogger("spine.storage")
+
+EVICT_TO_FRACTION = 0.9
+RESTORE_SOURCES = ("empty", "files", "git-local", "git-remote")
+
+
+class StorageError(Exception):
+    """Base for errors the API maps to a 4xx/5xx with one clear message."""
+
+    status = 500
+
+
+class BadRequest(StorageError):
+    status = 400
+
+
+class ValueTooLarge(StorageError):
+    status = 413
+
+
+class StorageFull(StorageError):
+    """The disk refused the write; nothing was acknowledged, nothing changed."""
+
+    status = 507
+
+
+@dataclass
+class BackupState:
+    last_commit_at: float | None = None
+    last_commit: str | None = None
+    last_push_at: float | None = None
+    last_push_error: str | None = None
+    push_failures: int = 0
+    next_push_at: float = 0.0
+    pushed_commit: str | None = None
+
+
+@dataclass
+class TierReport:
+    files_written: int = 0
+    records_written: int = 0
+    evicted: int = 0
+    expired_cache: int = 0
+    journal_segments_dropped: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class Counters:
+    puts: int = 0
+    gets: int = 0
+    deletes: int = 0
+    misses: int = 0
+    evictions: int = 0
+    put_errors: int = 0
+    tier_passes: int = 0
+    backups: int = 0
+    by_class: dict[str, int] = field(default_factory=dict)
+
+
+class HybridStorage:
+    """The agent's storage manager. Thread-safe: the API thread serves while a worker tiers."""
+
+    def __init__(self, config: AgentConfig, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.clock = clock
+        self.root = config.storage_path
+        self.files = FilesTier(self.root)
+        self.journal = Journal(self.root / "journal")
+        self.git = GitTier(
+            config.git.path,
+            config.git.branch,
+            config.git.remote,
+            config.git.ssh_key_file,
+            config.git.token_file,
+            config.git.history_max_age,
+            clock=clock,
+        )
+        self.host = socket.gethostname()
+        self.backup = BackupState()
+        self.counters = Counters()
+        self.restored_from = "empty"
+        self.started_at = clock()
+        self._mem: dict[str, dict[str, Entry]] = {}
+        self._bytes = 0
+        self._dirty_files: set[tuple[str, str | None]] = set()
+        self._git_deletes: dict[str, dict[str, float]] = {}  # file -> key -> deleted at
+        self._oldest_git_change: float | None = None
+        self._last_git_backup = clock()
+        self._evict_blocked = False
+        self._lock = threading.RLock()
+        self._maintenance = threading.Lock()
+        self._open = False
+
+    # == lifecycle ========================================================================
+    def initialize(self) -> str:
+        """Restore state (warm files + journal, else git), and make the storage ready."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(
+                f"storage_path {self.root}: cannot create ({exc.strerror})"
+            ) from None
+        if not os.access(self.root, os.W_OK):
+            raise StorageError(f"storage_path {self.root}: not writable by this user")
+        self.git.open()
+        loaded = self._load_files()
+        if loaded:
+            self.restored_from = "files"
+            self._merge_newer_git()
+        else:
+            self.restored_from = self._load_git()
+        replayed = self._replay_journal()
+        self._ensure_views()
+        self._open = True
+        log.info(
+            "storage ready",
+            extra={
+                "restored_from": self.restored_from,
+                "records": self.record_count(),
+                "journal_ops": replayed,
+                "storage_path": str(self.root),
+            },
+        )
+        return self.restored_from
+
+    def _ensure_views(self) -> None:
+        """Super Spine's views (agents.json, tasks.json, stats.json, ...) exist from the start."""
+        created = False
+        for collection, cls in self.config.class_map.items():
+            name = self.files.file_name(collection, None)
+            pending = (collection, None) in self._dirty_files
+            if cls.to_files and not pending and not (self.root / name).exists():
+                self.files.write_file(name, [])
+                created = True
+        if created:
+            self.files.commit_manifest()
+
+    def close(self, backup: bool = True, push_timeout: float | None = None) -> None:
+        """Flush everything to files, commit critical changes and push (the shutdown hook)."""
+        if not self._open:
+            return
+        try:
+            self.flush(backup=backup, push_timeout=push_timeout)
+        finally:
+            self.journal.close()
+            self.git.close()
+            self._open = False
+
+    # == the record API ===================================================================
+    def resolve_class(
+        self, collection: str, cls: str | PersistenceClass | None
+    ) -> PersistenceClass:
+        if cls is None:
+            return self.config.class_of(collection)
+        if isinstance(cls, PersistenceClass):
+            return cls
+        try:
+            return PersistenceClass.parse(cls)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+
+    def put(
+        self,
+        collection: str,
+        key: str,
+        value: Any,
+        cls: str | PersistenceClass | None = None,
+        wait: bool = True,
+    ) -> int:
+        """Store a JSON-able value. Critical puts are durable when this returns (wait=True)."""
+        try:
+            data = orjson.dumps(value)
+        except TypeError as exc:
+            raise BadRequest(f"value is not JSON-serialisable: {exc}") from None
+        return self.put_json(collection, key, data, cls, wait=wait, canonical=True)
+
+    def put_json(
+        self,
+        collection: str,
+        key: str,
+        raw: bytes,
+        cls: str | PersistenceClass | None = None,
+        wait: bool = True,
+        canonical: bool = False,
+    ) -> int:
+        """Store raw JSON bytes (the socket API's path). Returns the journal sequence number."""
+        self._check_names(collection, key)
+        pclass = self.resolve_class(collection, cls)
+        if len(raw) > self.config.max_value_size:
+            raise ValueTooLarge(
+                f"value is {len(raw)} bytes (max_value_size is {self.config.max_value_size})"
+            )
+        if not canonical:
+            try:
+                raw = orjson.dumps(orjson.loads(raw))
+            except orjson.JSONDecodeError as exc:
+                raise BadRequest(f"body is not JSON: {exc}") from None
+        now = self.clock()
+        mapped = self.config.class_of(collection)
+        override = None if pclass is mapped else pclass.value
+        with self._lock:
+            seq = 0
+            if pclass.to_files:
+                try:
+                    seq = self.journal.append(collection, key, pclass.value, raw, now)
+                except JournalWriteError as exc:
+                    self.counters.put_errors += 1
+                    raise StorageFull(
+                        f"write refused, nothing stored: {exc.strerror or exc}"
+                    ) from None
+            coll = self._mem.setdefault(collection, {})
+            old = coll.get(key)
+            if old is not None:
+                self._bytes -= old.size if old.value is not None else 0
+                if old.cls is not pclass:
+                    self._forget_in_tiers(collection, key, old)
+            entry = Entry(raw, pclass, now, pclass.to_files, pclass.to_git)
+            coll[key] = entry
+            self._bytes += entry.size
+            if pclass.to_files:
+                self._dirty_files.add((collection, override))
+            if pclass.to_git and self._oldest_git_change is None:
+                self._oldest_git_change = now
+            self.counters.puts += 1
+            if self._bytes > self.config.memory_limit and not self._evict_blocked:
+                self._evict_for_limit()
+        if wait and pclass is PersistenceClass.CRITICAL:
+            self.sync(seq)
+        return seq
+
+    def sync(self, seq: int | None = None) -> None:
+        """Make journaled writes up to `seq` durable (fdatasync, shared between callers)."""
+        try:
+            self.journal.sync(seq)
+        except JournalWriteError as exc:
+            raise StorageFull(f"journal sync failed: {exc.strerror or exc}") from None
+
+    def get_json(self, collection: str, key: str) -> bytes | None:
+        """The stored JSON bytes, or None. Memory first; an evicted record is one pread away."""
+        coll = self._mem.get(collection)
+        entry = coll.get(key) if coll is not None else None
+        if entry is None:
+            self.counters.misses += 1
+            return None
+        entry.atime = self.clock()
+        self.counters.gets += 1
+        value = entry.value
+        if value is not None:
+            return value
+        return self._read_evicted(collection, key, entry)
+
+    def get(self, collection: str, key: str, default: Any = None) -> Any:
+        raw = self.get_json(collection, key)
+        return default if raw is None else orjson.loads(raw)
+
+    def delete(self, collection: str, key: str, wait: bool = True) -> bool:
+        """Remove a record everywhere it may travel. False when it did not exist."""
+        self._check_names(collection, key)
+        now = self.clock()
+        with self._lock:
+            coll = self._mem.get(collection)
+            entry = coll.get(key) if coll is not None else None
+            if coll is None or entry is None:
+                return False
+            seq = 0
+            if entry.cls.to_files:
+                try:
+                    seq = self.journal.append(collection, key, entry.cls.value, None, now)
+                except JournalWriteError as exc:
+                    raise StorageFull(f"delete refused, nothing changed: {exc}") from None
+            del coll[key]
+            if entry.value is not None:
+                self._bytes -= entry.size
+            self._forget_in_tiers(collection, key, entry)
+            self.counters.deletes += 1
+        if wait and entry.cls is PersistenceClass.CRITICAL:
+            self.sync(seq)
+        return True
+
+    def list_records(
+        self, collection: str, prefix: str = "", limit: int = 1000
+    ) -> tuple[dict[str, Any], bool]:
+        """Records of a collection, sorted by key; the flag says the limit cut the list."""
+        check_collection(collection)
+        with self._lock:
+            keys = sorted(k for k in self._mem.get(collection, {}) if k.startswith(prefix))
+        result: dict[str, Any] = {}
+        for key in keys[:limit]:
+            raw = self.get_json(collection, key)
+            if raw is not None:
+                result[key] = orjson.loads(raw)
+        return result, len(keys) > limit
+
+    def collections(self) -> list[str]:
+        return sorted(self._mem)
+
+    def record_count(self) -> int:
+        return sum(len(c) for c in self._mem.values())
+
+    # == tiering ==========================================================================
+    def tier(self) -> TierReport:
+        """The 5-minute pass: write changed warm files, checkpoint the journal, age memory."""
+        started = time.perf_counter()
+        report = TierReport()
+        with self._maintenance:
+            self._write_dirty_files(report)
+            now = self.clock()
+            with self._lock:
+                self._age_memory(now, report)
+                self._evict_blocked = False
+                if self._bytes > self.config.memory_limit:
+                    self._evict_for_limit()
+            self.counters.tier_passes += 1
+        report.seconds = time.perf_counter() - started
+        if self.config.tiering.enabled and self._git_due():
+            self.backup_git()
+        return report
+
+    def _git_due(self) -> bool:
+        now = self.clock()
+        interval = now - self._last_git_backup >= self.config.tiering.git_backup_interval
+        aged = (
+            self._oldest_git_change is not None
+            and now - self._oldest_git_change >= self.config.tiering.warm_age
+        )
+        return interval or aged or self._push_retry_due(now)
+
+    def _write_dirty_files(self, report: TierReport) -> None:
+        with self._lock:
+            dirty = sorted(self._dirty_files, key=lambda d: (d[0], d[1] or ""))
+            self._dirty_files = set()
+            closed_segment = self.journal.rotate()
+            plans = []
+            for collection, override in dirty:
+                items: list[tuple[str, bytes | None, tuple[str, int, int] | None]] = []
+                mapped = self.config.class_of(collection)
+                for key, entry in self._mem.get(collection, {}).items():
+                    if not entry.cls.to_files:
+                        continue
+                    if (None if entry.cls is mapped else entry.cls.value) != override:
+                        continue
+                    items.append((key, entry.value, entry.loc))
+                    entry.dirty_files = False
+                plans.append((collection, override, items))
+        written: list[tuple[str, str | None, str, dict[str, tuple[int, int]]]] = []
+        try:
+            for collection, override, items in plans:
+                name = self.files.file_name(collection, override)
+                old_cache: dict[str, bytes] = {}
+                pairs = []
+                for key, value, loc in items:
+                    if value is None and loc is not None:
+                        value = self._slice_old(loc, old_cache)
+                    if value is not None:
+                        pairs.append((key, value))
+                index = self.files.write_file(name, pairs)
+                written.append((collection, override, name, index))
+                report.files_written += 1
+                report.records_written += len(pairs)
+            self.files.commit_manifest()
+        except OSError as exc:
+            with self._lock:
+                for collection, override, items in plans:
+                    self._dirty_files.add((collection, override))
+                    coll = self._mem.get(collection, {})
+                    for key, _, _ in items:
+                        if key in coll:
+                            coll[key].dirty_files = True
+            log.error(
+                "warm files could not be written; journal kept",
+                extra={"error": str(exc), "storage_path": str(self.root)},
+            )
+            raise StorageFull(f"warm files not written: {exc.strerror or exc}") from None
+        with self._lock:
+            for collection, _override, name, index in written:
+                coll = self._mem.get(collection, {})
+                for key, (offset, length) in index.items():
+                    found = coll.get(key)
+                    if found is not None:
+                        found.loc = (name, offset, length)
+        report.journal_segments_dropped = self.journal.drop_through(closed_segment)
+
+    def _slice_old(self, loc: tuple[str, int, int], cache: dict[str, bytes]) -> bytes:
+        name, offset, length = loc
+        if name not in cache:
+            cache[name] = (self.root / name).read_bytes()
+        return self.files.value_of_line(cache[name][offset : offset + length])
+
+    def _age_memory(self, now: float, report: TierReport) -> None:
+        hot_age = self.config.tiering.hot_age
+        for collection, coll in self._mem.items():
+            expired = []
+            for key, entry in coll.items():
+                if now - entry.atime < hot_age or entry.value is None:
+                    continue
+                if entry.cls is PersistenceClass.CACHE:
+                    expired.append(key)
+                elif self._evictable(entry):
+                    self._bytes -= entry.size
+                    entry.value = None
+                    report.evicted += 1
+            for key in expired:
+                self._bytes -= coll.pop(key).size
+                report.expired_cache += 1
+            _ = collection
+        self._drop_empty_collections()
+
+    def _evictable(self, entry: Entry) -> bool:
+        return (
+            entry.value is not None
+            and not entry.dirty_files
+            and not entry.dirty_git
+            and entry.loc is not None
+        )
+
+    def _evict_for_limit(self) -> None:
+        """Over the limit: drop clean records, cache first, then least recently used."""
+        target = int(self.config.memory_limit * EVICT_TO_FRACTION)
+        candidates = []
+        for collection, coll in self._mem.items():
+            for key, entry in coll.items():
+                if entry.value is None:
+                    continue
+                if entry.cls is PersistenceClass.CACHE or self._evictable(entry):
+                    candidates.append((entry.cls.eviction_rank, entry.atime, collection, key))
+        candidates.sort()
+        for _, _, collection, key in candidates:
+            if self._bytes <= target:
+                break
+            coll = self._mem[collection]
+            entry = coll[key]
+            self._bytes -= entry.size
+            if entry.cls is PersistenceClass.CACHE:
+                del coll[key]
+            else:
+                entry.value = None
+            self.counters.evictions += 1
+        if self._bytes > self.config.memory_limit:
+            # What is left is dirty: never dropped. Stop rescanning until a pass cleans it.
+            self._evict_blocked = True
+            log.warning(
+                "memory limit exceeded by dirty records; waiting for the next pass",
+                extra={"memory_bytes": self._bytes, "limit": self.config.memory_limit},
+            )
+        self._drop_empty_collections()
+
+    def _drop_empty_collections(self) -> None:
+        for name in [n for n, c in self._mem.items() if not c]:
+            del self._mem[name]
+
+    def _read_evicted(self, collection: str, key: str, entry: Entry) -> bytes | None:
+        with self._lock:
+            if entry.value is not None:
+                return entry.value
+            loc = entry.loc
+            if loc is None:
+                return None
+            try:
+                return self.files.read_range(loc[0], (loc[1], loc[2]))
+            except OSError as exc:
+                log.error(
+                    "evicted record unreadable",
+                    extra={"collection": collection, "key": key, "error": str(exc)},
+                )
+                raise StorageError(f"record {collection}/{key} could not be read: {exc}") from None
+
+    def _forget_in_tiers(self, collection: str, key: str, entry: Entry) -> None:
+        """A delete (or class change) must reach the files and git copies too."""
+        mapped = self.config.class_of(collection)
+        override = None if entry.cls is mapped else entry.cls.value
+        if entry.cls.to_files:
+            self._dirty_files.add((collection, override))
+        if entry.cls.to_git:
+            name = self.files.file_name(collection, override)
+            self._git_deletes.setdefault(name, {})[key] = self.clock()
+            if self._oldest_git_change is None:
+                self._oldest_git_change = self.clock()
+
+    # == git backup =======================================================================
+    def backup_git(self, push: bool = True, push_timeout: float | None = None) -> dict[str, Any]:
+        """Commit critical changes (a segment, or a fresh snapshot when due) and push."""
+        with self._maintenance:
+            changes, touched = self._collect_git_changes()
+            sha = None
+            try:
+                if self.git.needs_snapshot() and (
+                    changes or self.git.state.head is None or self.git.state.segments
+                ):
+                    sha = self.git.commit_snapshot(self._critical_files(), self.host)
+                elif changes:
+                    sha = self.git.commit_changes(changes, self.host)
+            except Exception:
+                self._requeue_git(touched)
+                raise
+            now = self.clock()
+            self._last_git_backup = now
+            if sha is not None:
+                self.backup.last_commit_at = now
+                self.backup.last_commit = sha.hex()
+                self.counters.backups += 1
+        if push:
+            self.push(timeout=push_timeout)
+        return {"commit": sha.hex() if sha else None, "changes": len(changes)}
+
+    def _collect_git_changes(self) -> tuple[list[GitRecord], list[tuple[str, str, Entry]]]:
+        changes: list[GitRecord] = []
+        touched: list[tuple[str, str, Entry]] = []
+        with self._lock:
+            for collection, coll in self._mem.items():
+                mapped = self.config.class_of(collection)
+                for key, entry in coll.items():
+                    if not entry.dirty_git:
+                        continue
+                    override = None if entry.cls is mapped else entry.cls.value
+                    name = self.files.file_name(collection, override)
+                    assert entry.value is not None  # dirty_git records are never evicted
+                    changes.append(GitRecord(name, key, entry.mtime, entry.value))
+                    entry.dirty_git = False
+                    touched.append((collection, key, entry))
+            for name, keys in self._git_deletes.items():
+                for key, when in keys.items():
+                    changes.append(GitRecord(name, key, when, None))
+            self._git_deletes = {}
+            self._oldest_git_change = None
+        return changes, touched
+
+    def _requeue_git(self, touched: list[tuple[str, str, Entry]]) -> None:
+        with self._lock:
+            for _, _, entry in touched:
+                entry.dirty_git = True
+            self._oldest_git_change = self.clock()
+
+    def _critical_files(self) -> dict[str, list[tuple[str, float, bytes]]]:
+        files: dict[str, list[tuple[str, float, bytes]]] = {}
+        with self._lock:
+            snapshot = [
+                (c, k, e)
+                for c, coll in self._mem.items()
+                for k, e in coll.items()
+                if e.cls is PersistenceClass.CRITICAL
+            ]
+        for collection, key, entry in snapshot:
+            mapped = self.config.class_of(collection)
+            override = None if entry.cls is mapped else entry.cls.value
+            value = (
+                entry.value
+                if entry.value is not None
+                else self._read_evicted(collection, key, entry)
+            )
+            if value is not None:
+                files.setdefault(self.files.file_name(collection, override), []).append(
+                    (key, entry.mtime, value)
+                )
+        return files
+
+    def _push_retry_due(self, now: float) -> bool:
+        return self.backup.last_push_error is not None and now >= self.backup.next_push_at
+
+    def push(self, timeout: float | None = None) -> bool:
+        """Push the branch; on failure keep serving and back off (doubling, capped)."""
+        if not self.config.git.remote or self.git.state.head is None:
+            return False
+        head = self.git.state.head.hex()
+        if head == self.backup.pushed_commit:
+            return True
+        try:
+            self.git.push(**({"timeout": timeout} if timeout else {}))
+        except (GitUnavailable, OSError) as exc:
+            now = self.clock()
+            self.backup.push_failures += 1
+            self.backup.last_push_error = redact(str(exc))
+            delay = min(self.config.git.push_retry_max, 5.0 * 2 ** (self.backup.push_failures - 1))
+            self.backup.next_push_at = now + delay
+            log.warning(
+                "push failed; will retry",
+                extra={
+                    "error": self.backup.last_push_error,
+                    "retry_in_s": delay,
+                    "failures": self.backup.push_failures,
+                },
+            )
+            return False
+        self.backup.last_push_at = self.clock()
+        self.backup.last_push_error = None
+        self.backup.push_failures = 0
+        self.backup.pushed_commit = head
+        return True
+
+    def flush(self, backup: bool = True, push_timeout: float | None = None) -> dict[str, Any]:
+        """Everything to disk now; with backup, commit and push too (SIGTERM, preemption)."""
+        self.sync()
+        report = self.tier_files_only()
+        result: dict[str, Any] = {"files_written": report.files_written}
+        if backup:
+            result.update(self.backup_git(push=True, push_timeout=push_timeout))
+            result["pushed"] = (
+                self.backup.pushed_commit
+                == (self.git.state.head.hex() if self.git.state.head else None)
+                if self.config.git.remote
+                else None
+            )
+        return result
+
+    def tier_files_only(self) -> TierReport:
+        report = TierReport()
+        with self._maintenance:
+            self._write_dirty_files(report)
+        return report
+
+    # == restore ==========================================================================
+    def _load_files(self) -> int:
+        count = 0
+        mtime = self.files.written_at or self.clock()
+        with self._lock:
+            for rec in self.files.load():
+                if not self._known_collection(rec.collection):
+                    continue
+                cls = PersistenceClass(rec.cls) if rec.cls else self.config.class_of(rec.collection)
+                if not cls.to_files:
+                    continue
+                entry = Entry(rec.value, cls, self.files.written_at or mtime, False, False)
+                if rec.location[0] >= 0:
+                    name = self.files.file_name(rec.collection, rec.cls)
+                    entry.loc = (name, rec.location[0], rec.location[1])
+                else:
+                    entry.dirty_files = True
+                    self._dirty_files.add((rec.collection, rec.cls))
+                self._insert_restored(rec.collection, rec.key, entry)
+                count += 1
+        return count
+
+    def _known_collection(self, name: str) -> bool:
+        try:
+            check_collection(name)
+        except ValueError:
+            return False
+        return True
+
+    def _insert_restored(self, collection: str, key: str, entry: Entry) -> None:
+        coll = self._mem.setdefault(collection, {})
+        old = coll.get(key)
+        if old is not None and old.value is not None:
+            self._bytes -= old.size
+        if self._bytes + entry.size > self.config.memory_limit and entry.loc is not None:
+            entry.value = None  # keep the index only; the value stays in the warm file
+        coll[key] = entry
+        if entry.value is not None:
+            self._bytes += entry.size
+
+    def _load_git(self) -> str:
+        source = "git-local"
+        if self.git.state.head is None:
+            try:
+                if not self.git.fetch():
+                    return "empty"
+            except GitUnavailable as exc:
+                log.error(
+                    "remote unreachable at start; starting empty", extra={"error": redact(str(exc))}
+                )
+                self.backup.last_push_error = redact(str(exc))
+                return "empty"
+            source = "git-remote"
+        self._apply_git_records(since=None)
+        return source
+
+    def _merge_newer_git(self) -> None:
+        """Files exist; a git backup newer than them (e.g. the disk came from an old snapshot)
+        contributes only records changed after the files were written."""
+        local_time = self.files.written_at or 0.0
+        if self.git.state.head is not None and self.git.state.written_at > local_time:
+            self._apply_git_records(since=local_time)
+
+    def _apply_git_records(self, since: float | None) -> None:
+        latest: dict[tuple[str, str], GitRecord] = {}
+        for rec in self.git.read_all():
+            latest[(rec.file, rec.key)] = rec
+        with self._lock:
+            for (name, key), rec in latest.items():
+                if since is not None and rec.mtime <= since:
+                    continue
+                parsed = self.files.parse_name(name)
+                if parsed is None:
+                    continue
+                collection, override = parsed
+                if rec.value is None:
+                    coll = self._mem.get(collection)
+                    if coll is not None and coll.pop(key, None) is not None:
+                        self._dirty_files.add((collection, override))
+                    continue
+                entry = Entry(rec.value, PersistenceClass.CRITICAL, rec.mtime, True, False)
+                self._insert_restored(collection, key, entry)
+                self._dirty_files.add((collection, override))
+
+    def _replay_journal(self) -> int:
+        ops = self.journal.open()
+        with self._lock:
+            for op in ops:
+                cls = PersistenceClass.parse(op.cls)
+                mapped = self.config.class_of(op.collection)
+                override = None if cls is mapped else cls.value
+                coll = self._mem.setdefault(op.collection, {})
+                old = coll.get(op.key)
+                if old is not None and old.value is not None:
+                    self._bytes -= old.size
+                if op.value is None:
+                    coll.pop(op.key, None)
+                    if cls.to_git:
+                        name = self.files.file_name(op.collection, override)
+                        self._git_deletes.setdefault(name, {})[op.key] = op.ts
+                else:
+                    entry = Entry(op.value, cls, op.ts, True, cls.to_git)
+                    coll[op.key] = entry
+                    self._bytes += entry.size
+                self._dirty_files.add((op.collection, override))
+                if cls.to_git and self._oldest_git_change is None:
+                    self._oldest_git_change = op.ts
+            self._drop_empty_collections()
+        return len(ops)
+
+    # == status ===========================================================================
+    def status(self) -> dict[str, Any]:
+        """What `GET /v1/status` shows. No secrets: the remote URL is redacted."""
+        with self._lock:
+            per_class = {c.value: {"records": 0, "in_memory": 0} for c in PersistenceClass}
+            dirty_files = dirty_git = 0
+            for coll in self._mem.values():
+                for entry in coll.values():
+                    stats = per_class[entry.cls.value]
+                    stats["records"] += 1
+                    stats["in_memory"] += entry.value is not None
+                    dirty_files += entry.dirty_files
+                    dirty_git += entry.dirty_git
+            counts = {name: len(coll) for name, coll in sorted(self._mem.items())}
+            memory_bytes = self._bytes
+        now = self.clock()
+        head = self.git.state.head.hex() if self.git.state.head else None
+        return {
+            "host": self.host,
+            "storage_path": str(self.root),
+            "restored_from": self.restored_from,
+            "uptime_s": round(now - self.started_at, 3),
+            "records": sum(counts.values()),
+            "collections": counts,
+            "classes": per_class,
+            "tiers": {
+                "memory": {
+                    "bytes": memory_bytes,
+                    "limit": self.config.memory_limit,
+                    "records": sum(c["in_memory"] for c in per_class.values()),
+                    "over_limit": memory_bytes > self.config.memory_limit,
+                },
+                "files": {
+                    "files": self.files.file_count(),
+                    "bytes": self.files.size_bytes(),
+                    "last_written_at": self.files.written_at,
+                    "journal_bytes": self.journal.size_bytes(),
+                    "quarantined": self.files.quarantined(),
+                },
+                "git": {
+                    "path": str(self.config.git.path),
+                    "branch": self.git.branch,
+                    "remote": redact(self.config.git.remote) if self.config.git.remote else None,
+                    "head": head,
+                    "segments": len(self.git.state.segments),
+                },
+            },
+            "dirty": {
+                "files": dirty_files,
+                "git": dirty_git,
+                "unevictable_over_limit": memory_bytes > self.config.memory_limit,
+            },
+            "backup": {
+                "last_commit_at": self.backup.last_commit_at,
+                "last_push_at": self.backup.last_push_at,
+                "last_push_error": self.backup.last_push_error,
+                "push_failures": self.backup.push_failures,
+                "remote_lag_commits": self._remote_lag(head),
+                "remote_lag_s": self._remote_lag_seconds(now, head),
+            },
+        }
+
+    def _remote_lag(self, head: str | None) -> int | None:
+        if not self.config.git.remote:
+            return None
+        return 0 if head is None or head == self.backup.pushed_commit else 1
+
+    def _remote_lag_seconds(self, now: float, head: str | None) -> float | None:
+        if not self.config.git.remote or head is None or head == self.backup.pushed_commit:
+            return 0.0 if self.config.git.remote else None
+        since = self.backup.last_push_at or self.started_at
+        return round(now - since, 3)
+
+    def iter_entries(self) -> Iterator[tuple[str, str, Entry]]:
+        with self._lock:
+            items = [(c, k, e) for c, coll in self._mem.items() for k, e in coll.items()]
+        yield from items
+
+    @staticmethod
+    def _check_names(collection: str, key: str) -> None:
+        try:
+            check_collection(collection)
+            check_key(key)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None

@@ -1,0 +1,224 @@
+"""The warm tier: one human-readable JSON file per collection in the storage path.
+
+Each file is a JSON object with one record per line, keys sorted, so `agents.json` reads well
+and diffs cleanly. Because every record sits on its own line, the tier remembers each record's
+byte range and serves evicted records with one pread instead of parsing the whole file. A
+manifest holds a CRC per file: a file that fails it and does not parse as JSON is moved to
+`quarantine/` and the agent starts without it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+log = logging.getLogger("spine.files")
+
+MANIFEST_NAME = ".warm-manifest.json"
+QUARANTINE_DIR = "quarantine"
+_LINE = re.compile(rb'^("(?:[^"\\]|\\.)*"): (.*?),?\n?$', re.DOTALL)
+
+
+@dataclass(frozen=True)
+class WarmRecord:
+    """A record as loaded from a warm file."""
+
+    collection: str
+    cls: str | None  # None: the collection's mapped class
+    key: str
+    value: bytes
+    location: tuple[int, int]
+
+
+class FilesTier:
+    """Atomic whole-file writes, byte-range reads and corruption quarantine."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.quarantine_dir = root / QUARANTINE_DIR
+        self.written_at: float | None = None
+        self._manifest: dict[str, dict[str, int]] = {}
+
+    @staticmethod
+    def file_name(collection: str, cls_override: str | None) -> str:
+        return f"{collection}.json" if cls_override is None else f"{collection}.{cls_override}.json"
+
+    @staticmethod
+    def parse_name(name: str) -> tuple[str, str | None] | None:
+        if not name.endswith(".json") or name.startswith("."):
+            return None
+        parts = name[: -len(".json")].split(".")
+        if len(parts) == 1:
+            return parts[0], None
+        if len(parts) == 2 and parts[1] in ("critical", "session"):
+            return parts[0], parts[1]
+        return None
+
+    # -- writing --------------------------------------------------------------------------
+    def write_file(
+        self, name: str, items: Iterable[tuple[str, bytes]]
+    ) -> dict[str, tuple[int, int]]:
+        """Write one collection file atomically; return key -> (offset, length) of each line."""
+        chunks = [b"{\n"]
+        index: dict[str, tuple[int, int]] = {}
+        offset = 2
+        pending: tuple[str, bytes] | None = None
+        for key, value in sorted(items, key=lambda kv: kv[0]):
+            if pending is not None:
+                line = pending[1] + b",\n"
+                index[pending[0]] = (offset, len(line))
+                chunks.append(line)
+                offset += len(line)
+            pending = (key, orjson.dumps(key) + b": " + value)
+        if pending is not None:
+            line = pending[1] + b"\n"
+            index[pending[0]] = (offset, len(line))
+            chunks.append(line)
+        chunks.append(b"}\n")
+        data = b"".join(chunks)
+        atomic_write(self.root / name, data)
+        self._manifest[name] = {"crc32": zlib.crc32(data), "count": len(index), "bytes": len(data)}
+        return index
+
+    def remove_file(self, name: str) -> None:
+        (self.root / name).unlink(missing_ok=True)
+        self._manifest.pop(name, None)
+
+    def commit_manifest(self) -> None:
+        """Record what was written; called after a batch of write_file calls."""
+        self.written_at = time.time()
+        body = {"version": 1, "written_at": self.written_at, "files": self._manifest}
+        atomic_write(self.root / MANIFEST_NAME, orjson.dumps(body, option=orjson.OPT_INDENT_2))
+
+    # -- reading --------------------------------------------------------------------------
+    def read_range(self, name: str, location: tuple[int, int]) -> bytes:
+        """The value of one evicted record: one pread of its line."""
+        offset, length = location
+        with open(self.root / name, "rb") as handle:
+            line = os.pread(handle.fileno(), length, offset)
+        return self.value_of_line(line, name, offset)
+
+    @staticmethod
+    def value_of_line(line: bytes, name: str = "", offset: int = 0) -> bytes:
+        match = _LINE.match(line)
+        if not match:
+            raise OSError(f"warm file {name} changed under the agent at offset {offset}")
+        return match.group(2).rstrip()
+
+    def load(self) -> Iterator[WarmRecord]:
+        """Every record in every warm file; corrupt files are quarantined and skipped."""
+        self._manifest = {}
+        manifest_path = self.root / MANIFEST_NAME
+        recorded: dict[str, dict[str, int]] = {}
+        if manifest_path.exists():
+            try:
+                body = orjson.loads(manifest_path.read_bytes())
+                recorded = body.get("files", {})
+                self.written_at = float(body.get("written_at"))
+            except (orjson.JSONDecodeError, TypeError, ValueError, AttributeError):
+                self._quarantine(manifest_path, "manifest is not valid JSON")
+        for path in sorted(self.root.glob("*.json")):
+            parsed = self.parse_name(path.name)
+            if parsed is None:
+                continue
+            collection, cls = parsed
+            data = path.read_bytes()
+            entry = recorded.get(path.name)
+            if entry is not None and entry.get("crc32") == zlib.crc32(data):
+                records = self._split_lines(data, path.name)
+            else:
+                records = self._parse_whole(data, path)
+            if records is None:
+                continue
+            self._manifest[path.name] = {
+                "crc32": zlib.crc32(data),
+                "count": len(records),
+                "bytes": len(data),
+            }
+            for key, value, location in records:
+                yield WarmRecord(collection, cls, key, value, location)
+
+    def _split_lines(
+        self, data: bytes, name: str
+    ) -> list[tuple[str, bytes, tuple[int, int]]] | None:
+        if not data.startswith(b"{\n") or not data.endswith(b"}\n"):
+            return None
+        out = []
+        offset = 2
+        for line in data[2:-2].splitlines(keepends=True):
+            match = _LINE.match(line)
+            if not match:
+                return None
+            out.append((orjson.loads(match.group(1)), match.group(2).rstrip(), (offset, len(line))))
+            offset += len(line)
+        return out
+
+    def _parse_whole(
+        self, data: bytes, path: Path
+    ) -> list[tuple[str, bytes, tuple[int, int]]] | None:
+        """Slow path for a file the manifest doesn't vouch for (crash between file and manifest,
+        or an edit by hand): accept it if it is a JSON object, else quarantine it."""
+        try:
+            parsed = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            self._quarantine(path, f"not valid JSON ({exc})")
+            return None
+        if not isinstance(parsed, dict):
+            self._quarantine(path, "not a JSON object")
+            return None
+        lines = self._split_lines(data, path.name)
+        if lines is not None and len(lines) == len(parsed):
+            return lines
+        # Valid JSON in another layout: keep the values; locations are refreshed on next write.
+        return [(str(k), orjson.dumps(v), (-1, -1)) for k, v in parsed.items()]
+
+    def _quarantine(self, path: Path, reason: str) -> None:
+        self.quarantine_dir.mkdir(exist_ok=True)
+        target = self.quarantine_dir / f"{path.name}.{time.strftime('%Y%m%dT%H%M%S')}"
+        os.replace(path, target)
+        log.error(
+            "quarantined a corrupt file",
+            extra={"file": path.name, "reason": reason, "moved_to": str(target)},
+        )
+
+    def quarantined(self) -> list[str]:
+        if not self.quarantine_dir.exists():
+            return []
+        return sorted(p.name for p in self.quarantine_dir.iterdir())
+
+    def size_bytes(self) -> int:
+        return sum(int(meta.get("bytes", 0)) for meta in self._manifest.values())
+
+    def file_count(self) -> int:
+        return len(self._manifest)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """tmp + fsync + rename + fsync(dir): readers see the old file or the new one, never half."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    except OSError:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

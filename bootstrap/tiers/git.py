@@ -1,0 +1,421 @@
+"""The cold tier: critical records backed up to git, pushed to a per-host branch of a remote.
+
+Layout of every commit's tree (a bare repository; no work tree, no index):
+
+    MANIFEST.json              host, time, the snapshot and the list of change segments
+    snapshot/<file>.jsonl      every critical record at the last snapshot, sorted by key
+    changes/<n>.jsonl          what one backup changed: one line per put or delete
+
+A backup writes one segment blob and three small trees straight into the object database, so
+its cost follows the number of changed records, not the total (an index-based commit rehashes
+every file). Restore reads a few large blobs in one `git cat-file --batch` run. When segments
+grow past a threshold the next backup writes a fresh snapshot and drops them (compaction), and
+history older than `history_max_age` is squashed into one root commit (bounded growth).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import shlex
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from io import BytesIO
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import git
+import orjson
+from git.objects.commit import Commit
+from git.objects.fun import tree_to_stream
+from git.objects.tree import Tree
+from git.refs import SymbolicReference
+from gitdb import GitDB, IStream
+
+log = logging.getLogger("spine.git")
+
+MANIFEST = "MANIFEST.json"
+SEGMENTS_BEFORE_SNAPSHOT = 64
+SEGMENT_BYTES_RATIO = 0.5
+GIT_TIMEOUT = 60.0
+BLOB_MODE = 0o100644
+TREE_MODE = 0o040000
+
+
+@dataclass(frozen=True)
+class GitRecord:
+    """A critical record on its way to or from git. value None means deleted."""
+
+    file: str
+    key: str
+    mtime: float
+    value: bytes | None
+
+
+@dataclass
+class GitState:
+    """What the branch tip holds, kept in memory so a commit never reads trees back."""
+
+    snapshot: dict[str, bytes] = field(default_factory=dict)  # file name -> blob sha
+    snapshot_bytes: int = 0
+    segments: list[tuple[str, bytes, int]] = field(default_factory=list)  # name, sha, bytes
+    next_segment: int = 1
+    written_at: float = 0.0
+    head: bytes | None = None
+
+
+class GitUnavailable(RuntimeError):
+    """The remote could not be reached; the agent keeps serving and retries."""
+
+
+class GitTier:
+    """Bare repository, index-free commits, push to `branch` on `remote`."""
+
+    def __init__(
+        self,
+        path: Path,
+        branch: str,
+        remote: str | None = None,
+        ssh_key_file: Path | None = None,
+        token_file: Path | None = None,
+        history_max_age: float = 7 * 86400.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = path
+        self.branch = branch
+        self.remote = remote
+        self.ssh_key_file = ssh_key_file
+        self.token_file = token_file
+        self.history_max_age = history_max_age
+        self.clock = clock
+        self.state = GitState()
+        self._repo: git.Repo | None = None
+
+    # -- repository -----------------------------------------------------------------------
+    @property
+    def ref(self) -> str:
+        return f"refs/heads/{self.branch}"
+
+    def open(self) -> None:
+        """Create or open the bare repository and read the branch tip's manifest."""
+        if not (self.path / "HEAD").exists():
+            self.path.mkdir(parents=True, exist_ok=True)
+            git.Repo.init(self.path, bare=True)
+        # GitDB reads and writes objects in-process: no long-lived `git cat-file` children.
+        self._repo = git.Repo(self.path, odbt=GitDB)
+        with self._repo.config_writer() as cfg:
+            cfg.set_value("user", "name", "spine-agent")
+            cfg.set_value("user", "email", "spine-agent@localhost")
+            cfg.set_value("gc", "auto", "0")
+        self._load_state()
+
+    @property
+    def repo(self) -> git.Repo:
+        if self._repo is None:
+            raise RuntimeError("GitTier.open() was not called")
+        return self._repo
+
+    def close(self) -> None:
+        if self._repo is not None:
+            self._repo.close()
+            self._repo = None
+
+    def _tip(self) -> bytes | None:
+        ref_file = self.path / self.ref
+        if ref_file.exists():
+            return bytes.fromhex(ref_file.read_text().strip())
+        packed = self.path / "packed-refs"
+        if packed.exists():
+            for line in packed.read_text().splitlines():
+                parts = line.split()
+                if len(parts) == 2 and parts[1] == self.ref:
+                    return bytes.fromhex(parts[0])
+        return None
+
+    def _load_state(self) -> None:
+        tip = self._tip()
+        self.state = GitState(head=tip)
+        if tip is None:
+            return
+        manifest = self._read_blobs([self._path_sha(tip, MANIFEST)])[0]
+        body = orjson.loads(manifest)
+        self.state.snapshot = {name: bytes.fromhex(sha) for name, sha in body["snapshot"].items()}
+        self.state.snapshot_bytes = int(body.get("snapshot_bytes", 0))
+        self.state.segments = [
+            (s["name"], bytes.fromhex(s["sha"]), int(s["bytes"])) for s in body["segments"]
+        ]
+        self.state.next_segment = int(body["next_segment"])
+        self.state.written_at = float(body["written_at"])
+
+    def _path_sha(self, commit_sha: bytes, path: str) -> bytes:
+        tree = Commit(self.repo, commit_sha).tree
+        return tree[path].binsha
+
+    # -- objects --------------------------------------------------------------------------
+    def _blob(self, data: bytes) -> bytes:
+        return self.repo.odb.store(IStream(b"blob", len(data), BytesIO(data))).binsha
+
+    def _tree(self, entries: Iterable[tuple[bytes, int, str]]) -> bytes:
+        # git orders tree entries by name, with directories compared as "name/".
+        ordered = sorted(entries, key=lambda e: e[2] + ("/" if e[1] == TREE_MODE else ""))
+        buf = BytesIO()
+        tree_to_stream(ordered, buf.write)
+        data = buf.getvalue()
+        return self.repo.odb.store(IStream(b"tree", len(data), BytesIO(data))).binsha
+
+    def _commit(self, tree_sha: bytes, parents: list[bytes], message: str, when: float) -> bytes:
+        moment = dt.datetime.fromtimestamp(when, tz=dt.UTC)
+        commit = Commit.create_from_tree(
+            self.repo,
+            Tree(self.repo, tree_sha),
+            message,
+            parent_commits=[Commit(self.repo, p) for p in parents],
+            author_date=moment,
+            commit_date=moment,
+        )
+        return commit.binsha
+
+    def _set_tip(self, sha: bytes) -> None:
+        SymbolicReference.create(self.repo, self.ref, sha.hex(), force=True)
+        self.state.head = sha
+
+    def _read_blobs(self, shas: list[bytes]) -> list[bytes]:
+        """One `git cat-file --batch` run for many blobs: fast, and the process ends with it."""
+        if not shas:
+            return []
+        request = b"".join(s.hex().encode() + b"\n" for s in shas)
+        proc = subprocess.run(
+            ["git", "--git-dir", str(self.path), "cat-file", "--batch"],
+            input=request,
+            capture_output=True,
+            check=True,
+            timeout=GIT_TIMEOUT,
+        )
+        out, pos, blobs = proc.stdout, 0, []
+        for _ in shas:
+            header_end = out.index(b"\n", pos)
+            header = out[pos:header_end].split()
+            if len(header) < 3 or header[1] == b"missing":
+                raise OSError(f"git object {header[0].decode()} is missing from {self.path}")
+            size = int(header[2])
+            blobs.append(out[header_end + 1 : header_end + 1 + size])
+            pos = header_end + 1 + size + 1
+        return blobs
+
+    # -- backup ---------------------------------------------------------------------------
+    def needs_snapshot(self) -> bool:
+        segment_bytes = sum(s[2] for s in self.state.segments)
+        return (
+            self.state.head is None
+            or len(self.state.segments) >= SEGMENTS_BEFORE_SNAPSHOT
+            or (segment_bytes > max(1_000_000, SEGMENT_BYTES_RATIO * self.state.snapshot_bytes))
+        )
+
+    def commit_changes(self, changes: list[GitRecord], host: str) -> bytes | None:
+        """Append one segment with these changes and commit it. None when there is nothing."""
+        if not changes:
+            return None
+        lines = []
+        for rec in changes:
+            head = orjson.dumps({"f": rec.file, "k": rec.key, "t": rec.mtime})[:-1]
+            lines.append(
+                head + (b',"d":true}\n' if rec.value is None else b',"v":' + rec.value + b"}\n")
+            )
+        data = b"".join(lines)
+        name = f"{self.state.next_segment:012d}.jsonl"
+        sha = self._blob(data)
+        self.state.segments.append((name, sha, len(data)))
+        self.state.next_segment += 1
+        return self._write_commit(host, f"backup: {len(changes)} change(s)")
+
+    def commit_snapshot(
+        self, files: Mapping[str, Iterable[tuple[str, float, bytes]]], host: str
+    ) -> bytes:
+        """Write every critical record as the new snapshot and drop the change segments."""
+        snapshot, total = {}, 0
+        for name, items in files.items():
+            data = b"".join(
+                orjson.dumps({"k": key, "t": mtime})[:-1] + b',"v":' + value + b"}\n"
+                for key, mtime, value in sorted(items, key=lambda i: i[0])
+            )
+            if data:
+                snapshot[name] = self._blob(data)
+                total += len(data)
+        self.state.snapshot, self.state.snapshot_bytes, self.state.segments = snapshot, total, []
+        sha = self._write_commit(host, f"snapshot: {len(snapshot)} file(s), {total} bytes")
+        self.squash_history()
+        return sha
+
+    def _write_commit(self, host: str, message: str) -> bytes:
+        now = self.clock()
+        self.state.written_at = now
+        manifest = orjson.dumps(
+            {
+                "version": 1,
+                "host": host,
+                "written_at": now,
+                "snapshot": {n: s.hex() for n, s in self.state.snapshot.items()},
+                "snapshot_bytes": self.state.snapshot_bytes,
+                "segments": [
+                    {"name": n, "sha": s.hex(), "bytes": b} for n, s, b in self.state.segments
+                ],
+                "next_segment": self.state.next_segment,
+            },
+            option=orjson.OPT_INDENT_2,
+        )
+        snap_tree = self._tree((sha, BLOB_MODE, f"{n}l") for n, sha in self.state.snapshot.items())
+        seg_tree = self._tree((sha, BLOB_MODE, n) for n, sha, _ in self.state.segments)
+        root = self._tree(
+            [
+                (self._blob(manifest), BLOB_MODE, MANIFEST),
+                (snap_tree, TREE_MODE, "snapshot"),
+                (seg_tree, TREE_MODE, "changes"),
+            ]
+        )
+        parents = [self.state.head] if self.state.head else []
+        sha = self._commit(root, parents, f"{message}\n\nhost: {host}", now)
+        self._set_tip(sha)
+        return sha
+
+    # -- restore --------------------------------------------------------------------------
+    def read_all(self) -> Iterator[GitRecord]:
+        """Every record at the tip: the snapshot, then each segment in order (later wins)."""
+        names = list(self.state.snapshot)
+        shas = [self.state.snapshot[n] for n in names] + [s[1] for s in self.state.segments]
+        blobs = self._read_blobs(shas)
+        for name, blob in zip(names, blobs[: len(names)], strict=True):
+            for line in blob.splitlines():
+                rec = orjson.loads(line)
+                yield GitRecord(name, rec["k"], float(rec["t"]), orjson.dumps(rec["v"]))
+        for blob in blobs[len(names) :]:
+            for line in blob.splitlines():
+                rec = orjson.loads(line)
+                value = None if rec.get("d") else orjson.dumps(rec["v"])
+                yield GitRecord(rec["f"], rec["k"], float(rec["t"]), value)
+
+    # -- history --------------------------------------------------------------------------
+    def commit_count(self) -> int:
+        count, sha = 0, self.state.head
+        while sha is not None:
+            count += 1
+            parents = Commit(self.repo, sha).parents
+            sha = parents[0].binsha if parents else None
+        return count
+
+    def squash_history(self) -> int:
+        """Fold commits older than history_max_age into one root commit. Returns commits removed."""
+        cutoff = self.clock() - self.history_max_age
+        chain: list[Commit] = []
+        sha = self.state.head
+        while sha is not None:
+            commit = Commit(self.repo, sha)
+            chain.append(commit)
+            sha = commit.parents[0].binsha if commit.parents else None
+        chain.reverse()  # oldest first
+        old = [c for c in chain if c.committed_date < cutoff]
+        if len(old) <= 1:
+            return 0
+        newest_old = old[-1]
+        when = float(newest_old.committed_date)
+        new_sha = self._commit(
+            newest_old.tree.binsha,
+            [],
+            f"squashed {len(old)} commit(s) older than "
+            f"{dt.datetime.fromtimestamp(cutoff, tz=dt.UTC):%Y-%m-%d %H:%M}Z",
+            when,
+        )
+        for commit in chain[len(old) :]:
+            message = commit.message if isinstance(commit.message, str) else commit.message.decode()
+            new_sha = self._commit(
+                commit.tree.binsha, [new_sha], message, float(commit.committed_date)
+            )
+        self._set_tip(new_sha)
+        self._gc()
+        return len(old) - 1
+
+    def _gc(self) -> None:
+        self._git("reflog", "expire", "--expire=now", "--all")
+        self._git("gc", "--prune=now", "--quiet")
+
+    # -- remote ---------------------------------------------------------------------------
+    def push(self, timeout: float = GIT_TIMEOUT) -> None:
+        """Force-push the branch (history may have been squashed; the branch is this host's)."""
+        if not self.remote or self.state.head is None:
+            return
+        self._git(
+            "push", "--quiet", self.remote, f"+{self.ref}:{self.ref}", remote=True, timeout=timeout
+        )
+
+    def fetch(self, timeout: float = GIT_TIMEOUT) -> bool:
+        """Bring the remote branch in (restore on a new VM). False when the remote lacks it."""
+        if not self.remote:
+            return False
+        listing = self._git(
+            "ls-remote", "--heads", self.remote, self.ref, remote=True, timeout=timeout
+        )
+        if not listing.strip():
+            return False
+        self._git(
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            self.remote,
+            f"+{self.ref}:{self.ref}",
+            remote=True,
+            timeout=timeout,
+        )
+        self._load_state()
+        return True
+
+    def _git(self, *args: str, remote: bool = False, timeout: float = GIT_TIMEOUT) -> str:
+        """Run git to completion (no lingering children), credentials via env, never argv."""
+        env = dict(os.environ, GIT_TERMINAL_PROMPT="0", GIT_DIR=str(self.path))
+        extra: list[str] = []
+        with tempfile.TemporaryDirectory(prefix="spine-git-") as tmp:
+            if remote and self.ssh_key_file:
+                env["GIT_SSH_COMMAND"] = (
+                    f"ssh -i {shlex.quote(str(self.ssh_key_file))} -o IdentitiesOnly=yes "
+                    "-o BatchMode=yes -o StrictHostKeyChecking=accept-new"
+                )
+            if remote and self.token_file:
+                helper = Path(tmp) / "askpass"
+                helper.write_text(
+                    '#!/bin/sh\ncase "$1" in Username*) echo x-access-token;; '
+                    f"*) cat {shlex.quote(str(self.token_file))};; esac\n"
+                )
+                helper.chmod(0o700)
+                env["GIT_ASKPASS"] = str(helper)
+            try:
+                proc = subprocess.run(
+                    ["git", *extra, *args],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=timeout,
+                    check=False,
+                )
+            except subprocess.TimeoutExpired:
+                raise GitUnavailable(f"git {args[0]} timed out after {timeout:g}s") from None
+        if proc.returncode != 0:
+            message = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
+            error = GitUnavailable if remote else OSError
+            raise error(f"git {args[0]} failed: {redact(message)}")
+        return proc.stdout
+
+
+def redact(text: str) -> str:
+    """Strip user:password@ from any URL in a message before it reaches a log or status."""
+    words = []
+    for word in text.split():
+        if "://" in word and "@" in word:
+            parts = urlsplit(word)
+            host = parts.hostname or ""
+            if parts.port:
+                host = f"{host}:{parts.port}"
+            word = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+        words.append(word)
+    return " ".join(words)
