@@ -277,7 +277,11 @@ def build_app(storage: HybridStorage, on_tier: Callable[[], Any] | None = None) 
     )
 
     async def openapi(request: Request) -> Response:
-        return _json(schemas.get_schema(routes=app.routes))
+        # The docstring schemas use integer status codes as keys; OpenAPI wants them as strings.
+        document = orjson.dumps(
+            schemas.get_schema(routes=app.routes), option=orjson.OPT_NON_STR_KEYS
+        )
+        return Response(document, media_type=JSON)
 
     async def storage_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StorageError)
