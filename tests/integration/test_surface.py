@@ -1,0 +1,151 @@
+"""What the agent exposes besides records: socket permissions, TCP only on loopback when asked,
+Prometheus metrics, the OpenAPI document and sd_notify READY/STOPPING."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import stat
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from .conftest import START_TIMEOUT, AgentFactory
+
+
+def _listening_inet(pid: int) -> list[tuple[str, int]]:
+    return [
+        (c.laddr.ip, c.laddr.port)
+        for c in psutil.Process(pid).net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN
+    ]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def test_socket_is_0660_and_no_tcp_port_by_default(agents: AgentFactory) -> None:
+    agent = agents.new().start()
+    mode = os.stat(agent.socket_path).st_mode
+    assert stat.S_ISSOCK(mode)
+    assert stat.S_IMODE(mode) == 0o660
+    assert _listening_inet(agent.pid) == []
+    assert agent.stop() == 0
+    assert not agent.socket_path.exists(), "a clean stop removes the socket"
+
+
+def test_socket_mode_is_configurable(agents: AgentFactory) -> None:
+    agent = agents.new(api={"socket_mode": "0600"}).start()
+    assert stat.S_IMODE(os.stat(agent.socket_path).st_mode) == 0o600
+    assert agent.stop() == 0
+
+
+def test_tcp_port_listens_on_loopback_only(agents: AgentFactory) -> None:
+    port = _free_port()
+    agent = agents.new(api={"tcp_port": port}).start()
+    assert _listening_inet(agent.pid) == [("127.0.0.1", port)]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", "/v1/health")
+        response = conn.getresponse()
+        assert response.status == 200
+        assert json.loads(response.read()) == {"status": "ok"}
+    finally:
+        conn.close()
+    # Reachable on the unix socket too.
+    assert agent.client().request("GET", "/v1/health").status == 200
+    assert agent.stop() == 0
+
+
+def test_metrics_parse_as_prometheus_text(agents: AgentFactory) -> None:
+    agent = agents.new().start()
+    client = agent.client()
+    for key in ("a1", "a2"):
+        assert client.put("agents", key, {"k": key}).status == 200
+    assert client.put("stats", "s1", {"n": 1}).status == 200
+    assert client.put("cache", "c1", 1).status == 200
+
+    reply = client.request("GET", "/metrics")
+    assert reply.status == 200
+    assert reply.headers["content-type"].startswith("text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(reply.body.decode())}
+    assert "spine_records" in families
+    by_class = {s.labels["class"]: s.value for s in families["spine_records"].samples}
+    assert by_class == {"critical": 2.0, "session": 1.0, "cache": 1.0}
+    puts = families["spine_puts_total"].samples[0].value
+    assert puts == 4.0
+    assert families["spine_memory_limit_bytes"].samples[0].value == 100 * 1000**2
+    assert agent.stop() == 0
+
+
+def test_openapi_document_lists_the_record_paths(agents: AgentFactory) -> None:
+    agent = agents.new().start()
+    reply = agent.client().request("GET", "/v1/openapi.json")
+    assert reply.status == 200, reply.body
+    doc = reply.json()
+    assert doc["openapi"].startswith("3.")
+    paths = doc["paths"]
+    record = paths["/v1/records/{collection}/{key}"]
+    assert {"get", "put", "delete"} <= set(record)
+    assert "get" in paths["/v1/records/{collection}"]
+    assert {"/v1/health", "/v1/status", "/v1/tier", "/v1/backup", "/v1/flush"} <= set(paths)
+    assert set(record["put"]["responses"]) >= {"200", "400", "413", "507"}
+    assert agent.stop() == 0
+
+
+@pytest.mark.parametrize("abstract", [False, True], ids=["path", "abstract"])
+def test_sd_notify_ready_then_stopping(agents: AgentFactory, workdir: Path, abstract: bool) -> None:
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    if abstract:
+        name = f"ssk-notify-{os.getpid()}-{time.monotonic_ns()}"
+        listener.bind("\0" + name)
+        address = "@" + name
+    else:
+        address = str(workdir / "notify.sock")
+        listener.bind(address)
+    listener.settimeout(START_TIMEOUT)
+    try:
+        agent = agents.new(env={"NOTIFY_SOCKET": address}).start(wait=False)
+        message = listener.recv(4096).decode()
+        assert message == "READY=1"
+        # READY means serving: the socket answers right away, without any retry loop.
+        assert agent.client().request("GET", "/v1/health").status == 200
+        listener.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            listener.recv(4096)  # nothing else until asked to stop
+        listener.settimeout(START_TIMEOUT)
+        assert agent.proc is not None
+        agent.proc.terminate()
+        assert listener.recv(4096).decode() == "STOPPING=1"
+        assert agent.stop() == 0
+    finally:
+        listener.close()
+
+
+def test_second_agent_on_the_same_socket_refuses_to_start(agents: AgentFactory) -> None:
+    first = agents.new("first").start()
+    client = first.client()
+    assert client.put("agents", "before", {"n": 1}).status == 200
+    second = agents.new("second", storage=first.storage)
+    second.start(wait=False)
+    assert second.proc is not None
+    rc = second.proc.wait(START_TIMEOUT)
+    assert rc != 0
+    assert "in use by another running agent" in second.stderr()
+    assert len(second.stderr().strip().splitlines()) == 1
+    # The first one still serves on its socket, and loses nothing.
+    client.close()
+    assert client.put("agents", "after", {"n": 2}).status == 200
+    assert first.stop() == 0
+    first.start()
+    assert first.client().records("agents") == {"before": {"n": 1}, "after": {"n": 2}}
+    assert first.stop() == 0
