@@ -1,0 +1,23 @@
+"""One ComponentResource per concern; topologies.py composes them."""
+
+from infra.components.apis import ProjectApis, ProjectApisArgs
+from infra.components.database import Database, DatabaseArgs
+from infra.components.identity import ServiceIdentity, ServiceIdentityArgs
+from infra.components.network import Network, NetworkArgs
+from infra.components.service import CloudRunService, CloudRunServiceArgs
+from infra.components.vm import SpineVm, SpineVmArgs
+
+__all__ = [
+    "CloudRunService",
+    "CloudRunServiceArgs",
+    "Database",
+    "DatabaseArgs",
+    "Network",
+    "NetworkArgs",
+    "ProjectApis",
+    "ProjectApisArgs",
+    "ServiceIdentity",
+    "ServiceIdentityArgs",
+    "SpineVm",
+    "SpineVmArgs",
+]

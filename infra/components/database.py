@@ -1,0 +1,199 @@
+"""Cloud SQL for PostgreSQL: private IP only, SSL enforced, backups with PITR, protected."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_gcp as gcp
+import pulumi_random as random
+
+from infra.config import SqlConfig
+
+TYPE = "super-spine-kit:infra:Database"
+DATABASE_NAME = "superspine"
+USER_NAME = "superspine"
+
+
+@dataclass
+class DatabaseArgs:
+    project: str
+    region: str
+    zone: str
+    network_id: pulumi.Input[str]
+    sql: SqlConfig
+    secret_id: str
+    labels: Mapping[str, str]
+    deletion_protection: bool
+    # IAM members (e.g. "serviceAccount:...") that may connect and read the password.
+    accessors: Sequence[pulumi.Input[str]] = field(default_factory=list)
+    depends_on: Sequence[pulumi.Resource] = field(default_factory=list)
+
+
+class Database(pulumi.ComponentResource):
+    """The instance, one database, one user; the password lives only in Secret Manager."""
+
+    instance: gcp.sql.DatabaseInstance
+    connection_name: pulumi.Output[str]
+    private_ip: pulumi.Output[str]
+    password_secret: gcp.secretmanager.Secret
+
+    def __init__(self, name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__(TYPE, name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        sql = args.sql
+
+        self.instance = gcp.sql.DatabaseInstance(
+            f"{name}-pg",
+            region=args.region,
+            database_version=sql.version,
+            # Provider-level guard; settings.deletion_protection_enabled is the API-level one.
+            deletion_protection=args.deletion_protection,
+            settings=gcp.sql.DatabaseInstanceSettingsArgs(
+                tier=sql.tier,
+                edition=sql.edition,
+                availability_type="REGIONAL" if sql.high_availability else "ZONAL",
+                location_preference=gcp.sql.DatabaseInstanceSettingsLocationPreferenceArgs(
+                    zone=args.zone
+                ),
+                disk_type="PD_SSD",
+                disk_size=sql.disk_size_gb,
+                disk_autoresize=True,
+                deletion_protection_enabled=args.deletion_protection,
+                # Backups survive the instance: a mistaken delete is recoverable.
+                retain_backups_on_delete=True,
+                backup_configuration=gcp.sql.DatabaseInstanceSettingsBackupConfigurationArgs(
+                    enabled=True,
+                    start_time=sql.backup_start_time,
+                    point_in_time_recovery_enabled=sql.point_in_time_recovery,
+                    transaction_log_retention_days=sql.pitr_days,
+                    backup_retention_settings=gcp.sql.DatabaseInstanceSettingsBackupConfigurationBackupRetentionSettingsArgs(
+                        retained_backups=sql.backup_retention_count,
+                        retention_unit="COUNT",
+                    ),
+                ),
+                ip_configuration=gcp.sql.DatabaseInstanceSettingsIpConfigurationArgs(
+                    ipv4_enabled=False,
+                    private_network=args.network_id,
+                    ssl_mode="ENCRYPTED_ONLY",
+                ),
+                maintenance_window=gcp.sql.DatabaseInstanceSettingsMaintenanceWindowArgs(
+                    day=7, hour=3, update_track="stable"
+                ),
+                insights_config=gcp.sql.DatabaseInstanceSettingsInsightsConfigArgs(
+                    query_insights_enabled=True
+                ),
+                database_flags=[
+                    gcp.sql.DatabaseInstanceSettingsDatabaseFlagArgs(
+                        name="log_connections", value="on"
+                    ),
+                    gcp.sql.DatabaseInstanceSettingsDatabaseFlagArgs(
+                        name="log_disconnections", value="on"
+                    ),
+                ],
+                user_labels=dict(args.labels),
+            ),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                protect=args.deletion_protection,
+                retain_on_delete=args.deletion_protection,
+                depends_on=list(args.depends_on),
+            ),
+        )
+        self.connection_name = self.instance.connection_name
+        self.private_ip = self.instance.private_ip_address
+
+        self.database = gcp.sql.Database(
+            f"{name}-db",
+            instance=self.instance.name,
+            name=DATABASE_NAME,
+            # PostgreSQL refuses to drop a database with open connections; leave it to the instance.
+            deletion_policy="ABANDON",
+            opts=child,
+        )
+
+        password = random.RandomPassword(
+            f"{name}-password",
+            length=32,
+            special=True,
+            override_special="-_.~",  # URL-safe: the password can go into a connection URI
+            min_lower=2,
+            min_upper=2,
+            min_numeric=2,
+            opts=child,
+        )
+        secret_value: pulumi.Output[str] = pulumi.Output.secret(password.result)
+        self.user = gcp.sql.User(
+            f"{name}-user",
+            instance=self.instance.name,
+            name=USER_NAME,
+            password=secret_value,
+            # The role may own objects; dropping it would fail. The instance takes it along.
+            deletion_policy="ABANDON",
+            opts=child,
+        )
+
+        self.password_secret = gcp.secretmanager.Secret(
+            f"{name}-password-secret",
+            secret_id=args.secret_id,
+            project=args.project,
+            replication=gcp.secretmanager.SecretReplicationArgs(
+                auto=gcp.secretmanager.SecretReplicationAutoArgs()
+            ),
+            labels=dict(args.labels),
+            deletion_protection=args.deletion_protection,
+            opts=child,
+        )
+        self.password_version = gcp.secretmanager.SecretVersion(
+            f"{name}-password-v",
+            secret=self.password_secret.id,
+            secret_data=secret_value,
+            opts=child,
+        )
+
+        # Access for each workload: connect to this instance only (IAM condition), read this
+        # one secret only.
+        condition_expr = self.instance.name.apply(
+            lambda instance: (
+                f"resource.name == 'projects/{args.project}/instances/{instance}' "
+                "&& resource.type == 'sqladmin.googleapis.com/Instance'"
+            )
+        )
+        self.grants: list[pulumi.CustomResource] = []
+        for index, member in enumerate(args.accessors):
+            self.grants.append(
+                gcp.projects.IAMMember(
+                    f"{name}-client-{index}",
+                    project=args.project,
+                    role="roles/cloudsql.client",
+                    member=member,
+                    condition=gcp.projects.IAMMemberConditionArgs(
+                        title="super-spine-sql-instance-only",
+                        description="Connect to this stack's Cloud SQL instance only",
+                        expression=condition_expr,
+                    ),
+                    opts=child,
+                )
+            )
+            self.grants.append(
+                gcp.secretmanager.SecretIamMember(
+                    f"{name}-secret-reader-{index}",
+                    project=args.project,
+                    secret_id=self.password_secret.id,
+                    role="roles/secretmanager.secretAccessor",
+                    member=member,
+                    opts=child,
+                )
+            )
+
+        self.register_outputs(
+            {
+                "connectionName": self.connection_name,
+                "privateIp": self.private_ip,
+                "instanceName": self.instance.name,
+                "database": self.database.name,
+                "user": self.user.name,
+                "passwordSecret": self.password_secret.id,
+            }
+        )
