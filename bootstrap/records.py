@@ -24,6 +24,12 @@ class PersistenceClass(enum.Enum):
     SESSION = "session"
     CACHE = "cache"
 
+    def __init__(self, value: str) -> None:
+        # Plain attributes, not properties: they are read on every put (hot path).
+        self.to_files = value != "cache"
+        self.to_git = value == "critical"
+        self.eviction_rank = {"cache": 0, "session": 1, "critical": 2}[value]
+
     @classmethod
     def parse(cls, text: str) -> PersistenceClass:
         try:
@@ -32,28 +38,22 @@ class PersistenceClass(enum.Enum):
             allowed = ", ".join(c.value for c in cls)
             raise ValueError(f"unknown class {text!r} (allowed: {allowed})") from None
 
-    @property
-    def to_files(self) -> bool:
-        return self is not PersistenceClass.CACHE
 
-    @property
-    def to_git(self) -> bool:
-        return self is PersistenceClass.CRITICAL
-
-    @property
-    def eviction_rank(self) -> int:
-        """Lower is evicted first: cache before session before critical."""
-        return {"cache": 0, "session": 1, "critical": 2}[self.value]
+_VALID_COLLECTIONS: set[str] = set()
 
 
 def check_collection(name: str) -> str:
     """Collections become file names, so they are held to a strict alphabet."""
+    if name in _VALID_COLLECTIONS:
+        return name
     _check_common("collection", name, MAX_COLLECTION_LENGTH)
     if not _COLLECTION_CHARS.match(name):
         raise InvalidName(
             f"collection {name!r} may hold only letters, digits, '_' and '-', "
             "and must not start with '-'"
         )
+    if len(_VALID_COLLECTIONS) < 10_000:
+        _VALID_COLLECTIONS.add(name)
     return name
 
 
@@ -70,6 +70,12 @@ def _check_common(what: str, name: str, limit: int) -> None:
         raise InvalidName(f"{what} is {len(name)} characters long (at most {limit})")
     if "/" in name or "\x00" in name or ".." in name:
         raise InvalidName(f"{what} {name!r} must not contain '/', '..' or NUL")
+
+
+def exact_bytes(data: bytes) -> bytes:
+    """An exact-size copy of bytes made by orjson, for anything kept in memory: orjson's output
+    keeps ~4 KiB of heap per object (measured: 412 MB for 100k 200-byte values)."""
+    return memoryview(data).tobytes()
 
 
 class Entry:

@@ -25,8 +25,15 @@ from typing import Any
 import orjson
 
 from .config import AgentConfig
-from .records import Entry, PersistenceClass, check_collection, check_key
-from .tiers.files import FilesTier
+from .records import (
+    ENTRY_OVERHEAD,
+    Entry,
+    PersistenceClass,
+    check_collection,
+    check_key,
+    exact_bytes,
+)
+from .tiers.files import FilesTier, parse, render, value_of_line
 from .tiers.git import GitRecord, GitTier, GitUnavailable, redact
 from .tiers.journal import Journal, JournalWriteError
 
@@ -228,6 +235,7 @@ class HybridStorage:
                 raw = orjson.dumps(orjson.loads(raw))
             except orjson.JSONDecodeError as exc:
                 raise BadRequest(f"body is not JSON: {exc}") from None
+        raw = exact_bytes(raw)
         now = self.clock()
         mapped = self.config.class_of(collection)
         override = None if pclass is mapped else pclass.value
@@ -417,7 +425,7 @@ class HybridStorage:
         name, offset, length = loc
         if name not in cache:
             cache[name] = (self.root / name).read_bytes()
-        return self.files.value_of_line(cache[name][offset : offset + length])
+        return value_of_line(cache[name][offset : offset + length], name, offset)
 
     def _age_memory(self, now: float, report: TierReport) -> None:
         hot_age = self.config.tiering.hot_age
@@ -563,8 +571,9 @@ class HybridStorage:
                 entry.dirty_git = True
             self._oldest_git_change = self.clock()
 
-    def _critical_files(self) -> dict[str, list[tuple[str, float, bytes]]]:
-        files: dict[str, list[tuple[str, float, bytes]]] = {}
+    def _critical_files(self) -> dict[str, bytes]:
+        """Every critical record, rendered per warm-file name (the snapshot's blobs)."""
+        grouped: dict[str, list[tuple[str, bytes]]] = {}
         with self._lock:
             snapshot = [
                 (c, k, e)
@@ -575,16 +584,14 @@ class HybridStorage:
         for collection, key, entry in snapshot:
             mapped = self.config.class_of(collection)
             override = None if entry.cls is mapped else entry.cls.value
-            value = (
-                entry.value
-                if entry.value is not None
-                else self._read_evicted(collection, key, entry)
-            )
+            value = entry.value
+            if value is None:
+                value = self._read_evicted(collection, key, entry)
             if value is not None:
-                files.setdefault(self.files.file_name(collection, override), []).append(
-                    (key, entry.mtime, value)
+                grouped.setdefault(self.files.file_name(collection, override), []).append(
+                    (key, value)
                 )
-        return files
+        return {name: render(items)[0] for name, items in grouped.items()}
 
     def _push_retry_due(self, now: float) -> bool:
         return self.backup.last_push_error is not None and now >= self.backup.next_push_at
@@ -642,25 +649,50 @@ class HybridStorage:
 
     # == restore ==========================================================================
     def _load_files(self) -> int:
+        """Warm files into memory (values while under the limit, else only their location)."""
         count = 0
-        mtime = self.files.written_at or self.clock()
+        loaded_at = self.files.written_at or self.clock()
         with self._lock:
-            for rec in self.files.load():
-                if not self._known_collection(rec.collection):
+            for collection, cls_name, records in self.files.load():
+                if not self._known_collection(collection):
                     continue
-                cls = PersistenceClass(rec.cls) if rec.cls else self.config.class_of(rec.collection)
-                if not cls.to_files:
-                    continue
-                entry = Entry(rec.value, cls, self.files.written_at or mtime, False, False)
-                if rec.location[0] >= 0:
-                    name = self.files.file_name(rec.collection, rec.cls)
-                    entry.loc = (name, rec.location[0], rec.location[1])
-                else:
-                    entry.dirty_files = True
-                    self._dirty_files.add((rec.collection, rec.cls))
-                self._insert_restored(rec.collection, rec.key, entry)
-                count += 1
+                cls = PersistenceClass(cls_name) if cls_name else self.config.class_of(collection)
+                if cls.to_files:
+                    name = self.files.file_name(collection, cls_name)
+                    self._bulk_insert(collection, cls, records, loaded_at, name)
+                    count += len(records)
         return count
+
+    def _bulk_insert(
+        self,
+        collection: str,
+        cls: PersistenceClass,
+        records: list[tuple[str, bytes, tuple[int, int]]],
+        mtime: float,
+        file_name: str | None,
+    ) -> None:
+        """Restore's tight loop. With a file name the records are clean copies of that warm
+        file (evictable); without one (from git) they are dirty until the next pass writes them."""
+        override = None if cls is self.config.class_of(collection) else cls.value
+        coll = self._mem.setdefault(collection, {})
+        used, limit = self._bytes, self.config.memory_limit
+        for key, value, (offset, length) in records:
+            old = coll.get(key)
+            if old is not None and old.value is not None:
+                used -= old.size
+            entry = Entry(value, cls, mtime, file_name is None or offset < 0, False)
+            if entry.dirty_files:
+                self._dirty_files.add((collection, override))
+                used += len(value) + ENTRY_OVERHEAD
+            else:
+                entry.loc = (file_name or "", offset, length)
+                size = len(value) + ENTRY_OVERHEAD
+                if used + size > limit:
+                    entry.value = None  # the value stays in the warm file
+                else:
+                    used += size
+            coll[key] = entry
+        self._bytes = used
 
     def _known_collection(self, name: str) -> bool:
         try:
@@ -704,25 +736,37 @@ class HybridStorage:
             self._apply_git_records(since=local_time)
 
     def _apply_git_records(self, since: float | None) -> None:
-        latest: dict[tuple[str, str], GitRecord] = {}
-        for rec in self.git.read_all():
-            latest[(rec.file, rec.key)] = rec
+        """Load the snapshot, then replay change segments in order (later wins). With `since`,
+        only what is newer than that moment is applied (never older over newer)."""
+        snapshot, changes = self.git.read_tip()
+        snapshot_at = self.git.state.snapshot_at
         with self._lock:
-            for (name, key), rec in latest.items():
+            if since is None or snapshot_at > since:
+                for name, blob in snapshot.items():
+                    names = self.files.parse_name(name)
+                    lines = parse(blob)
+                    if names is None or lines is None:
+                        log.error("git snapshot file unreadable; skipped", extra={"file": name})
+                        continue
+                    cls = PersistenceClass(names[1]) if names[1] else PersistenceClass.CRITICAL
+                    self._bulk_insert(names[0], cls, lines, snapshot_at, None)
+            for rec in changes:
                 if since is not None and rec.mtime <= since:
                     continue
-                parsed = self.files.parse_name(name)
-                if parsed is None:
+                names = self.files.parse_name(rec.file)
+                if names is None:
                     continue
-                collection, override = parsed
+                collection, override = names
+                self._dirty_files.add((collection, override))
                 if rec.value is None:
                     coll = self._mem.get(collection)
-                    if coll is not None and coll.pop(key, None) is not None:
-                        self._dirty_files.add((collection, override))
+                    old = coll.pop(rec.key, None) if coll is not None else None
+                    if old is not None and old.value is not None:
+                        self._bytes -= old.size
                     continue
                 entry = Entry(rec.value, PersistenceClass.CRITICAL, rec.mtime, True, False)
-                self._insert_restored(collection, key, entry)
-                self._dirty_files.add((collection, override))
+                self._insert_restored(collection, rec.key, entry)
+            self._drop_empty_collections()
 
     def _replay_journal(self) -> int:
         ops = self.journal.open()

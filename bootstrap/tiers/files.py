@@ -2,9 +2,10 @@
 
 Each file is a JSON object with one record per line, keys sorted, so `agents.json` reads well
 and diffs cleanly. Because every record sits on its own line, the tier remembers each record's
-byte range and serves evicted records with one pread instead of parsing the whole file. A
-manifest holds a CRC per file: a file that fails it and does not parse as JSON is moved to
-`quarantine/` and the agent starts without it.
+byte range and serves evicted records with one pread instead of parsing the whole file. The git
+snapshot uses the same layout, so `render` and `parse` serve both tiers. A manifest holds a CRC
+per file: a file that fails it and does not parse as JSON is moved to `quarantine/` and the
+agent starts without it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import re
 import time
 import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -24,18 +24,54 @@ log = logging.getLogger("spine.files")
 
 MANIFEST_NAME = ".warm-manifest.json"
 QUARANTINE_DIR = "quarantine"
-_LINE = re.compile(rb'^("(?:[^"\\]|\\.)*"): (.*?),?\n?$', re.DOTALL)
+_KEY = re.compile(rb'"(?:[^"\\]|\\.)*": ')
+
+# key, value bytes, (offset, length); (-1, -1) when not in our layout (rewritten next pass)
+ParsedLine = tuple[str, bytes, tuple[int, int]]
 
 
-@dataclass(frozen=True)
-class WarmRecord:
-    """A record as loaded from a warm file."""
+def render(items: Iterable[tuple[str, bytes]]) -> tuple[bytes, dict[str, tuple[int, int]]]:
+    """The file format: a JSON object, one `"key": value` line per record, keys sorted."""
+    ordered = sorted(items)
+    index: dict[str, tuple[int, int]] = {}
+    lines = []
+    offset = 2
+    last = len(ordered) - 1
+    for position, (key, value) in enumerate(ordered):
+        line = orjson.dumps(key) + b": " + value + (b"\n" if position == last else b",\n")
+        index[key] = (offset, len(line))
+        offset += len(line)
+        lines.append(line)
+    return b"{\n" + b"".join(lines) + b"}\n", index
 
-    collection: str
-    cls: str | None  # None: the collection's mapped class
-    key: str
-    value: bytes
-    location: tuple[int, int]
+
+def parse(data: bytes) -> list[ParsedLine] | None:
+    """Records of a file in our own layout, with each line's byte range; None if not ours."""
+    if not data.startswith(b"{\n") or not data.endswith(b"}\n"):
+        return None
+    out: list[ParsedLine] = []
+    offset = 2
+    match_key = _KEY.match
+    loads = orjson.loads
+    for line in data[2:-2].split(b"\n"):
+        if not line:
+            continue
+        match = match_key(line)
+        if match is None:
+            return None
+        end = match.end()
+        value = line[end:-1] if line.endswith(b",") else line[end:]
+        out.append((loads(line[: end - 2]), value, (offset, len(line) + 1)))
+        offset += len(line) + 1
+    return out
+
+
+def value_of_line(line: bytes, name: str = "", offset: int = 0) -> bytes:
+    """The value part of one `"key": value,` line (a pread of an evicted record)."""
+    match = _KEY.match(line)
+    if not match:
+        raise OSError(f"warm file {name} changed under the agent at offset {offset}")
+    return line[match.end() :].rstrip(b",\n")
 
 
 class FilesTier:
@@ -67,26 +103,13 @@ class FilesTier:
         self, name: str, items: Iterable[tuple[str, bytes]]
     ) -> dict[str, tuple[int, int]]:
         """Write one collection file atomically; return key -> (offset, length) of each line."""
-        chunks = [b"{\n"]
-        index: dict[str, tuple[int, int]] = {}
-        offset = 2
-        pending: tuple[str, bytes] | None = None
-        for key, value in sorted(items, key=lambda kv: kv[0]):
-            if pending is not None:
-                line = pending[1] + b",\n"
-                index[pending[0]] = (offset, len(line))
-                chunks.append(line)
-                offset += len(line)
-            pending = (key, orjson.dumps(key) + b": " + value)
-        if pending is not None:
-            line = pending[1] + b"\n"
-            index[pending[0]] = (offset, len(line))
-            chunks.append(line)
-        chunks.append(b"}\n")
-        data = b"".join(chunks)
-        atomic_write(self.root / name, data)
-        self._manifest[name] = {"crc32": zlib.crc32(data), "count": len(index), "bytes": len(data)}
+        data, index = render(items)
+        self.write_rendered(name, data, len(index))
         return index
+
+    def write_rendered(self, name: str, data: bytes, count: int) -> None:
+        atomic_write(self.root / name, data)
+        self._manifest[name] = {"crc32": zlib.crc32(data), "count": count, "bytes": len(data)}
 
     def remove_file(self, name: str) -> None:
         (self.root / name).unlink(missing_ok=True)
@@ -104,17 +127,11 @@ class FilesTier:
         offset, length = location
         with open(self.root / name, "rb") as handle:
             line = os.pread(handle.fileno(), length, offset)
-        return self.value_of_line(line, name, offset)
+        return value_of_line(line, name, offset)
 
-    @staticmethod
-    def value_of_line(line: bytes, name: str = "", offset: int = 0) -> bytes:
-        match = _LINE.match(line)
-        if not match:
-            raise OSError(f"warm file {name} changed under the agent at offset {offset}")
-        return match.group(2).rstrip()
-
-    def load(self) -> Iterator[WarmRecord]:
-        """Every record in every warm file; corrupt files are quarantined and skipped."""
+    def load(self) -> Iterator[tuple[str, str | None, list[ParsedLine]]]:
+        """(collection, class override, records) per warm file; corrupt files are quarantined
+        and skipped."""
         self._manifest = {}
         manifest_path = self.root / MANIFEST_NAME
         recorded: dict[str, dict[str, int]] = {}
@@ -131,39 +148,17 @@ class FilesTier:
                 continue
             collection, cls = parsed
             data = path.read_bytes()
+            crc = zlib.crc32(data)
             entry = recorded.get(path.name)
-            if entry is not None and entry.get("crc32") == zlib.crc32(data):
-                records = self._split_lines(data, path.name)
-            else:
+            records = parse(data) if entry is not None and entry.get("crc32") == crc else None
+            if records is None:
                 records = self._parse_whole(data, path)
             if records is None:
                 continue
-            self._manifest[path.name] = {
-                "crc32": zlib.crc32(data),
-                "count": len(records),
-                "bytes": len(data),
-            }
-            for key, value, location in records:
-                yield WarmRecord(collection, cls, key, value, location)
+            self._manifest[path.name] = {"crc32": crc, "count": len(records), "bytes": len(data)}
+            yield collection, cls, records
 
-    def _split_lines(
-        self, data: bytes, name: str
-    ) -> list[tuple[str, bytes, tuple[int, int]]] | None:
-        if not data.startswith(b"{\n") or not data.endswith(b"}\n"):
-            return None
-        out = []
-        offset = 2
-        for line in data[2:-2].splitlines(keepends=True):
-            match = _LINE.match(line)
-            if not match:
-                return None
-            out.append((orjson.loads(match.group(1)), match.group(2).rstrip(), (offset, len(line))))
-            offset += len(line)
-        return out
-
-    def _parse_whole(
-        self, data: bytes, path: Path
-    ) -> list[tuple[str, bytes, tuple[int, int]]] | None:
+    def _parse_whole(self, data: bytes, path: Path) -> list[ParsedLine] | None:
         """Slow path for a file the manifest doesn't vouch for (crash between file and manifest,
         or an edit by hand): accept it if it is a JSON object, else quarantine it."""
         try:
@@ -174,7 +169,7 @@ class FilesTier:
         if not isinstance(parsed, dict):
             self._quarantine(path, "not a JSON object")
             return None
-        lines = self._split_lines(data, path.name)
+        lines = parse(data)
         if lines is not None and len(lines) == len(parsed):
             return lines
         # Valid JSON in another layout: keep the values; locations are refreshed on next write.

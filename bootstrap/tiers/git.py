@@ -22,10 +22,11 @@ import shlex
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 import git
@@ -35,6 +36,8 @@ from git.objects.fun import tree_to_stream
 from git.objects.tree import Tree
 from git.refs import SymbolicReference
 from gitdb import GitDB, IStream
+
+from ..records import exact_bytes
 
 log = logging.getLogger("spine.git")
 
@@ -46,9 +49,8 @@ BLOB_MODE = 0o100644
 TREE_MODE = 0o040000
 
 
-@dataclass(frozen=True)
-class GitRecord:
-    """A critical record on its way to or from git. value None means deleted."""
+class GitRecord(NamedTuple):
+    """A critical record change on its way to or from git. value None means deleted."""
 
     file: str
     key: str
@@ -62,6 +64,7 @@ class GitState:
 
     snapshot: dict[str, bytes] = field(default_factory=dict)  # file name -> blob sha
     snapshot_bytes: int = 0
+    snapshot_at: float = 0.0
     segments: list[tuple[str, bytes, int]] = field(default_factory=list)  # name, sha, bytes
     next_segment: int = 1
     written_at: float = 0.0
@@ -145,6 +148,7 @@ class GitTier:
         body = orjson.loads(manifest)
         self.state.snapshot = {name: bytes.fromhex(sha) for name, sha in body["snapshot"].items()}
         self.state.snapshot_bytes = int(body.get("snapshot_bytes", 0))
+        self.state.snapshot_at = float(body.get("snapshot_at", 0.0))
         self.state.segments = [
             (s["name"], bytes.fromhex(s["sha"]), int(s["bytes"])) for s in body["segments"]
         ]
@@ -232,20 +236,13 @@ class GitTier:
         self.state.next_segment += 1
         return self._write_commit(host, f"backup: {len(changes)} change(s)")
 
-    def commit_snapshot(
-        self, files: Mapping[str, Iterable[tuple[str, float, bytes]]], host: str
-    ) -> bytes:
-        """Write every critical record as the new snapshot and drop the change segments."""
-        snapshot, total = {}, 0
-        for name, items in files.items():
-            data = b"".join(
-                orjson.dumps({"k": key, "t": mtime})[:-1] + b',"v":' + value + b"}\n"
-                for key, mtime, value in sorted(items, key=lambda i: i[0])
-            )
-            if data:
-                snapshot[name] = self._blob(data)
-                total += len(data)
-        self.state.snapshot, self.state.snapshot_bytes, self.state.segments = snapshot, total, []
+    def commit_snapshot(self, files: Mapping[str, bytes], host: str) -> bytes:
+        """Write every critical record as the new snapshot (one blob per warm file, in the warm
+        files' own layout) and drop the change segments."""
+        snapshot = {name: self._blob(data) for name, data in files.items() if data}
+        total = sum(len(data) for data in files.values())
+        self.state.snapshot, self.state.snapshot_bytes = snapshot, total
+        self.state.snapshot_at, self.state.segments = self.clock(), []
         sha = self._write_commit(host, f"snapshot: {len(snapshot)} file(s), {total} bytes")
         self.squash_history()
         return sha
@@ -260,6 +257,7 @@ class GitTier:
                 "written_at": now,
                 "snapshot": {n: s.hex() for n, s in self.state.snapshot.items()},
                 "snapshot_bytes": self.state.snapshot_bytes,
+                "snapshot_at": self.state.snapshot_at,
                 "segments": [
                     {"name": n, "sha": s.hex(), "bytes": b} for n, s, b in self.state.segments
                 ],
@@ -267,7 +265,7 @@ class GitTier:
             },
             option=orjson.OPT_INDENT_2,
         )
-        snap_tree = self._tree((sha, BLOB_MODE, f"{n}l") for n, sha in self.state.snapshot.items())
+        snap_tree = self._tree((sha, BLOB_MODE, n) for n, sha in self.state.snapshot.items())
         seg_tree = self._tree((sha, BLOB_MODE, n) for n, sha, _ in self.state.segments)
         root = self._tree(
             [
@@ -282,20 +280,18 @@ class GitTier:
         return sha
 
     # -- restore --------------------------------------------------------------------------
-    def read_all(self) -> Iterator[GitRecord]:
-        """Every record at the tip: the snapshot, then each segment in order (later wins)."""
+    def read_tip(self) -> tuple[dict[str, bytes], list[GitRecord]]:
+        """The snapshot blobs by warm-file name, and the segments' changes in order."""
         names = list(self.state.snapshot)
         shas = [self.state.snapshot[n] for n in names] + [s[1] for s in self.state.segments]
         blobs = self._read_blobs(shas)
-        for name, blob in zip(names, blobs[: len(names)], strict=True):
-            for line in blob.splitlines():
-                rec = orjson.loads(line)
-                yield GitRecord(name, rec["k"], float(rec["t"]), orjson.dumps(rec["v"]))
+        changes: list[GitRecord] = []
         for blob in blobs[len(names) :]:
             for line in blob.splitlines():
                 rec = orjson.loads(line)
-                value = None if rec.get("d") else orjson.dumps(rec["v"])
-                yield GitRecord(rec["f"], rec["k"], float(rec["t"]), value)
+                value = None if rec.get("d") else exact_bytes(orjson.dumps(rec["v"]))
+                changes.append(GitRecord(rec["f"], rec["k"], float(rec["t"]), value))
+        return dict(zip(names, blobs[: len(names)], strict=True)), changes
 
     # -- history --------------------------------------------------------------------------
     def commit_count(self) -> int:

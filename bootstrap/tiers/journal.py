@@ -13,10 +13,12 @@ import logging
 import os
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import orjson
+
+from ..records import exact_bytes
 
 log = logging.getLogger("spine.journal")
 
@@ -24,8 +26,7 @@ SEGMENT_PREFIX = "journal-"
 SEGMENT_SUFFIX = ".jsonl"
 
 
-@dataclass(frozen=True)
-class JournalOp:
+class JournalOp(NamedTuple):
     """One replayed journal line."""
 
     seq: int
@@ -89,7 +90,7 @@ class Journal:
                     collection=rec["c"],
                     key=rec["k"],
                     cls=rec["cls"],
-                    value=None if rec.get("d") else orjson.dumps(value),
+                    value=None if rec.get("d") else exact_bytes(orjson.dumps(value)),
                     ts=float(rec["t"]),
                 )
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
