@@ -98,7 +98,7 @@ class Entry:
         self.atime = mtime
         self.dirty_files = dirty_files
         self.dirty_git = dirty_git
-        self.loc: tuple[str, int, int] | None = None  # warm file, offset, length
+        self.loc: int | None = None  # packed (offset, length) of its line in its warm file
 
     @property
     def size(self) -> int:

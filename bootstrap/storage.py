@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -33,7 +34,7 @@ from .records import (
     check_key,
     exact_bytes,
 )
-from .tiers.files import FilesTier, parse, render, value_of_line
+from .tiers.files import FilesTier, parse, read_value
 from .tiers.git import GitRecord, GitTier, GitUnavailable, redact
 from .tiers.journal import Journal, JournalWriteError
 
@@ -367,35 +368,27 @@ class HybridStorage:
         return interval or aged or self._push_retry_due(now)
 
     def _write_dirty_files(self, report: TierReport) -> None:
+        """Rewrite every warm file with changes, then drop the journal segments they cover."""
         with self._lock:
             dirty = sorted(self._dirty_files, key=lambda d: (d[0], d[1] or ""))
             self._dirty_files = set()
             closed_segment = self.journal.rotate()
             plans = []
             for collection, override in dirty:
-                items: list[tuple[str, bytes | None, tuple[str, int, int] | None]] = []
-                mapped = self.config.class_of(collection)
+                items: list[tuple[str, bytes | None, int | None]] = []
                 for key, entry in self._mem.get(collection, {}).items():
-                    if not entry.cls.to_files:
-                        continue
-                    if (None if entry.cls is mapped else entry.cls.value) != override:
-                        continue
-                    items.append((key, entry.value, entry.loc))
-                    entry.dirty_files = False
+                    if entry.cls.to_files and self._override(collection, entry.cls) == override:
+                        items.append((key, entry.value, entry.loc))
+                        entry.dirty_files = False
+                items.sort(key=lambda item: item[0])
                 plans.append((collection, override, items))
-        written: list[tuple[str, str | None, str, dict[str, tuple[int, int]]]] = []
+        written: list[tuple[str, list[str], list[int]]] = []
         try:
             for collection, override, items in plans:
                 name = self.files.file_name(collection, override)
-                old_cache: dict[str, bytes] = {}
-                pairs = []
-                for key, value, loc in items:
-                    if value is None and loc is not None:
-                        value = self._slice_old(loc, old_cache)
-                    if value is not None:
-                        pairs.append((key, value))
-                index = self.files.write_file(name, pairs)
-                written.append((collection, override, name, index))
+                pairs = self._values_for_rewrite(name, items)
+                locations = self.files.write_file(name, pairs)
+                written.append((collection, [key for key, _ in pairs], locations))
                 report.files_written += 1
                 report.records_written += len(pairs)
             self.files.commit_manifest()
@@ -413,19 +406,37 @@ class HybridStorage:
             )
             raise StorageFull(f"warm files not written: {exc.strerror or exc}") from None
         with self._lock:
-            for collection, _override, name, index in written:
+            for collection, keys, locations in written:
                 coll = self._mem.get(collection, {})
-                for key, (offset, length) in index.items():
+                for key, location in zip(keys, locations, strict=True):
                     found = coll.get(key)
                     if found is not None:
-                        found.loc = (name, offset, length)
+                        found.loc = location
         report.journal_segments_dropped = self.journal.drop_through(closed_segment)
 
-    def _slice_old(self, loc: tuple[str, int, int], cache: dict[str, bytes]) -> bytes:
-        name, offset, length = loc
-        if name not in cache:
-            cache[name] = (self.root / name).read_bytes()
-        return value_of_line(cache[name][offset : offset + length], name, offset)
+    def _values_for_rewrite(
+        self, name: str, items: list[tuple[str, bytes | None, int | None]]
+    ) -> list[tuple[str, bytes]]:
+        """Resident values as they are; evicted ones read from the file being replaced (its
+        open descriptor keeps the old copy readable after the rename)."""
+        pairs: list[tuple[str, bytes]] = []
+        old_fd = -1
+        try:
+            for key, value, location in items:
+                if value is None and location is not None:
+                    if old_fd < 0:
+                        old_fd = os.open(self.root / name, os.O_RDONLY | os.O_CLOEXEC)
+                    value = read_value(old_fd, location, name)
+                if value is not None:
+                    pairs.append((key, value))
+        finally:
+            if old_fd >= 0:
+                os.close(old_fd)
+        return pairs
+
+    def _override(self, collection: str, cls: PersistenceClass) -> str | None:
+        """None when the record has its collection's mapped class, else the class name."""
+        return None if cls is self.config.class_of(collection) else cls.value
 
     def _age_memory(self, now: float, report: TierReport) -> None:
         hot_age = self.config.tiering.hot_age
@@ -493,11 +504,11 @@ class HybridStorage:
         with self._lock:
             if entry.value is not None:
                 return entry.value
-            loc = entry.loc
-            if loc is None:
+            if entry.loc is None:
                 return None
+            name = self.files.file_name(collection, self._override(collection, entry.cls))
             try:
-                return self.files.read_range(loc[0], (loc[1], loc[2]))
+                return self.files.read_range(name, entry.loc)
             except OSError as exc:
                 log.error(
                     "evicted record unreadable",
@@ -571,27 +582,20 @@ class HybridStorage:
                 entry.dirty_git = True
             self._oldest_git_change = self.clock()
 
-    def _critical_files(self) -> dict[str, bytes]:
-        """Every critical record, rendered per warm-file name (the snapshot's blobs)."""
-        grouped: dict[str, list[tuple[str, bytes]]] = {}
-        with self._lock:
-            snapshot = [
-                (c, k, e)
-                for c, coll in self._mem.items()
-                for k, e in coll.items()
-                if e.cls is PersistenceClass.CRITICAL
-            ]
-        for collection, key, entry in snapshot:
-            mapped = self.config.class_of(collection)
-            override = None if entry.cls is mapped else entry.cls.value
-            value = entry.value
-            if value is None:
-                value = self._read_evicted(collection, key, entry)
-            if value is not None:
-                grouped.setdefault(self.files.file_name(collection, override), []).append(
-                    (key, value)
-                )
-        return {name: render(items)[0] for name, items in grouped.items()}
+    def _critical_files(self) -> dict[str, Path]:
+        """The snapshot's content: right after a file pass, the critical warm files hold every
+        critical record, in the snapshot's own layout, so they are streamed into git as is."""
+        self._write_dirty_files(TierReport())
+        files: dict[str, Path] = {}
+        for path in sorted(self.root.glob("*.json")):
+            names = self.files.parse_name(path.name)
+            if names is None:
+                continue
+            collection, override = names
+            cls = PersistenceClass(override) if override else self.config.class_of(collection)
+            if cls is PersistenceClass.CRITICAL:
+                files[path.name] = path
+        return files
 
     def _push_retry_due(self, now: float) -> bool:
         return self.backup.last_push_error is not None and now >= self.backup.next_push_at
@@ -667,7 +671,7 @@ class HybridStorage:
         self,
         collection: str,
         cls: PersistenceClass,
-        records: list[tuple[str, bytes, tuple[int, int]]],
+        records: list[tuple[str, bytes, int]],
         mtime: float,
         file_name: str | None,
     ) -> None:
@@ -676,16 +680,16 @@ class HybridStorage:
         override = None if cls is self.config.class_of(collection) else cls.value
         coll = self._mem.setdefault(collection, {})
         used, limit = self._bytes, self.config.memory_limit
-        for key, value, (offset, length) in records:
+        for key, value, location in records:
             old = coll.get(key)
             if old is not None and old.value is not None:
                 used -= old.size
-            entry = Entry(value, cls, mtime, file_name is None or offset < 0, False)
+            entry = Entry(value, cls, mtime, file_name is None or location < 0, False)
             if entry.dirty_files:
                 self._dirty_files.add((collection, override))
                 used += len(value) + ENTRY_OVERHEAD
             else:
-                entry.loc = (file_name or "", offset, length)
+                entry.loc = location
                 size = len(value) + ENTRY_OVERHEAD
                 if used + size > limit:
                     entry.value = None  # the value stays in the warm file

@@ -26,23 +26,32 @@ MANIFEST_NAME = ".warm-manifest.json"
 QUARANTINE_DIR = "quarantine"
 _KEY = re.compile(rb'"(?:[^"\\]|\\.)*": ')
 
-# key, value bytes, (offset, length); (-1, -1) when not in our layout (rewritten next pass)
-ParsedLine = tuple[str, bytes, tuple[int, int]]
+# key, value bytes, packed location; -1 when not in our layout (rewritten next pass)
+ParsedLine = tuple[str, bytes, int]
+WRITE_CHUNK = 1 << 20
 
 
-def render(items: Iterable[tuple[str, bytes]]) -> tuple[bytes, dict[str, tuple[int, int]]]:
-    """The file format: a JSON object, one `"key": value` line per record, keys sorted."""
-    ordered = sorted(items)
-    index: dict[str, tuple[int, int]] = {}
-    lines = []
-    offset = 2
-    last = len(ordered) - 1
-    for position, (key, value) in enumerate(ordered):
-        line = orjson.dumps(key) + b": " + value + (b"\n" if position == last else b",\n")
-        index[key] = (offset, len(line))
-        offset += len(line)
-        lines.append(line)
-    return b"{\n" + b"".join(lines) + b"}\n", index
+def pack_location(offset: int, length: int) -> int:
+    """A record's line in its warm file as one int: cheaper than a tuple at 100k records."""
+    return (offset << 32) | length
+
+
+def unpack_location(location: int) -> tuple[int, int]:
+    return location >> 32, location & 0xFFFFFFFF
+
+
+def render_lines(items: list[tuple[str, bytes]]) -> Iterator[bytes]:
+    """The file format: a JSON object, one `"key": value` line per record, in the given
+    (sorted) order. Also the git snapshot format, so one parser serves both tiers."""
+    last = len(items) - 1
+    dumps = orjson.dumps
+    for position, (key, value) in enumerate(items):
+        yield dumps(key) + b": " + value + (b"\n" if position == last else b",\n")
+
+
+def render(items: Iterable[tuple[str, bytes]]) -> bytes:
+    """A whole file in memory (small files and tests; the tier streams with write_file)."""
+    return b"{\n" + b"".join(render_lines(sorted(items))) + b"}\n"
 
 
 def parse(data: bytes) -> list[ParsedLine] | None:
@@ -61,9 +70,15 @@ def parse(data: bytes) -> list[ParsedLine] | None:
             return None
         end = match.end()
         value = line[end:-1] if line.endswith(b",") else line[end:]
-        out.append((loads(line[: end - 2]), value, (offset, len(line) + 1)))
+        out.append((loads(line[: end - 2]), value, (offset << 32) | (len(line) + 1)))
         offset += len(line) + 1
     return out
+
+
+def read_value(fd: int, location: int, name: str = "") -> bytes:
+    """pread one record's line from an open warm file and return its value."""
+    offset, length = unpack_location(location)
+    return value_of_line(os.pread(fd, length, offset), name, offset)
 
 
 def value_of_line(line: bytes, name: str = "", offset: int = 0) -> bytes:
@@ -99,17 +114,39 @@ class FilesTier:
         return None
 
     # -- writing --------------------------------------------------------------------------
-    def write_file(
-        self, name: str, items: Iterable[tuple[str, bytes]]
-    ) -> dict[str, tuple[int, int]]:
-        """Write one collection file atomically; return key -> (offset, length) of each line."""
-        data, index = render(items)
-        self.write_rendered(name, data, len(index))
-        return index
+    def write_file(self, name: str, items: list[tuple[str, bytes]]) -> list[int]:
+        """Write one collection file atomically, streaming in chunks (bounded memory at 100k
+        records). `items` must be sorted by key. Returns each record's packed location."""
+        locations: list[int] = []
+        state = {"crc": 0, "offset": 0}
 
-    def write_rendered(self, name: str, data: bytes, count: int) -> None:
-        atomic_write(self.root / name, data)
-        self._manifest[name] = {"crc32": zlib.crc32(data), "count": count, "bytes": len(data)}
+        def chunks() -> Iterator[bytes]:
+            buffer: list[bytes] = [b"{\n"]
+            size, offset = 2, 2
+            for line in render_lines(items):
+                locations.append((offset << 32) | len(line))
+                offset += len(line)
+                buffer.append(line)
+                size += len(line)
+                if size >= WRITE_CHUNK:
+                    yield b"".join(buffer)
+                    buffer, size = [], 0
+            buffer.append(b"}\n")
+            yield b"".join(buffer)
+
+        def counted() -> Iterator[bytes]:
+            for chunk in chunks():
+                state["crc"] = zlib.crc32(chunk, state["crc"])
+                state["offset"] += len(chunk)
+                yield chunk
+
+        atomic_write(self.root / name, counted())
+        self._manifest[name] = {
+            "crc32": state["crc"],
+            "count": len(items),
+            "bytes": state["offset"],
+        }
+        return locations
 
     def remove_file(self, name: str) -> None:
         (self.root / name).unlink(missing_ok=True)
@@ -122,12 +159,10 @@ class FilesTier:
         atomic_write(self.root / MANIFEST_NAME, orjson.dumps(body, option=orjson.OPT_INDENT_2))
 
     # -- reading --------------------------------------------------------------------------
-    def read_range(self, name: str, location: tuple[int, int]) -> bytes:
+    def read_range(self, name: str, location: int) -> bytes:
         """The value of one evicted record: one pread of its line."""
-        offset, length = location
         with open(self.root / name, "rb") as handle:
-            line = os.pread(handle.fileno(), length, offset)
-        return value_of_line(line, name, offset)
+            return read_value(handle.fileno(), location, name)
 
     def load(self) -> Iterator[tuple[str, str | None, list[ParsedLine]]]:
         """(collection, class override, records) per warm file; corrupt files are quarantined
@@ -173,7 +208,7 @@ class FilesTier:
         if lines is not None and len(lines) == len(parsed):
             return lines
         # Valid JSON in another layout: keep the values; locations are refreshed on next write.
-        return [(str(k), orjson.dumps(v), (-1, -1)) for k, v in parsed.items()]
+        return [(str(k), orjson.dumps(v), -1) for k, v in parsed.items()]
 
     def _quarantine(self, path: Path, reason: str) -> None:
         self.quarantine_dir.mkdir(exist_ok=True)
@@ -196,15 +231,16 @@ class FilesTier:
         return len(self._manifest)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes | Iterable[bytes]) -> None:
     """tmp + fsync + rename + fsync(dir): readers see the old file or the new one, never half."""
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
     try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
+        for chunk in [data] if isinstance(data, bytes) else data:
+            view = memoryview(chunk)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
         os.fsync(fd)
     except OSError:
         os.close(fd)

@@ -236,11 +236,15 @@ class GitTier:
         self.state.next_segment += 1
         return self._write_commit(host, f"backup: {len(changes)} change(s)")
 
-    def commit_snapshot(self, files: Mapping[str, bytes], host: str) -> bytes:
-        """Write every critical record as the new snapshot (one blob per warm file, in the warm
-        files' own layout) and drop the change segments."""
-        snapshot = {name: self._blob(data) for name, data in files.items() if data}
-        total = sum(len(data) for data in files.values())
+    def commit_snapshot(self, files: Mapping[str, Path], host: str) -> bytes:
+        """Write every critical record as the new snapshot (one blob per warm file, streamed
+        from the file, in the warm files' own layout) and drop the change segments."""
+        snapshot, total = {}, 0
+        for name, path in files.items():
+            size = path.stat().st_size
+            with open(path, "rb") as stream:
+                snapshot[name] = self.repo.odb.store(IStream(b"blob", size, stream)).binsha
+            total += size
         self.state.snapshot, self.state.snapshot_bytes = snapshot, total
         self.state.snapshot_at, self.state.segments = self.clock(), []
         sha = self._write_commit(host, f"snapshot: {len(snapshot)} file(s), {total} bytes")
