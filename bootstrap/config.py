@@ -223,7 +223,7 @@ def build_config(raw: dict[str, Any], base_dir: Path) -> AgentConfig:
     log_level = str(raw.get("log_level", "info")).lower()
     if log_level not in _LOG_LEVELS:
         raise ConfigError("log_level", raw.get("log_level"), f"allowed: {', '.join(_LOG_LEVELS)}")
-    memory_limit = _size("memory_limit", raw.get("memory_limit", "100MB"), minimum=1024**2)
+    memory_limit = _size("memory_limit", raw.get("memory_limit", "100MB"), minimum=1_000_000)
     return AgentConfig(
         storage_path=storage,
         git=git,

@@ -105,7 +105,7 @@ class HybridStorage:
         self.config = config
         self.clock = clock
         self.root = config.storage_path
-        self.files = FilesTier(self.root)
+        self.files = FilesTier(self.root, clock=clock)
         self.journal = Journal(self.root / "journal")
         self.git = GitTier(
             config.git.path,

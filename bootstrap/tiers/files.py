@@ -15,7 +15,7 @@ import os
 import re
 import time
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import orjson
@@ -92,8 +92,9 @@ def value_of_line(line: bytes, name: str = "", offset: int = 0) -> bytes:
 class FilesTier:
     """Atomic whole-file writes, byte-range reads and corruption quarantine."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, clock: Callable[[], float] = time.time) -> None:
         self.root = root
+        self.clock = clock
         self.quarantine_dir = root / QUARANTINE_DIR
         self.written_at: float | None = None
         self._manifest: dict[str, dict[str, int]] = {}
@@ -154,7 +155,7 @@ class FilesTier:
 
     def commit_manifest(self) -> None:
         """Record what was written; called after a batch of write_file calls."""
-        self.written_at = time.time()
+        self.written_at = self.clock()
         body = {"version": 1, "written_at": self.written_at, "files": self._manifest}
         atomic_write(self.root / MANIFEST_NAME, orjson.dumps(body, option=orjson.OPT_INDENT_2))
 

@@ -35,7 +35,7 @@ from git.objects.commit import Commit
 from git.objects.fun import tree_to_stream
 from git.objects.tree import Tree
 from git.refs import SymbolicReference
-from gitdb import GitDB, IStream
+from gitdb import IStream
 
 from ..records import exact_bytes
 
@@ -108,8 +108,10 @@ class GitTier:
         if not (self.path / "HEAD").exists():
             self.path.mkdir(parents=True, exist_ok=True)
             git.Repo.init(self.path, bare=True)
-        # GitDB reads and writes objects in-process: no long-lived `git cat-file` children.
-        self._repo = git.Repo(self.path, odbt=GitDB)
+        # Objects are written in-process (loose objects, no index). Reads go through GitPython's
+        # persistent `git cat-file` processes, which leak in long-running programs: the few
+        # reads happen at start and in squash_history, and each ends with _release_readers().
+        self._repo = git.Repo(self.path)
         with self._repo.config_writer() as cfg:
             cfg.set_value("user", "name", "spine-agent")
             cfg.set_value("user", "email", "spine-agent@localhost")
@@ -154,6 +156,12 @@ class GitTier:
         ]
         self.state.next_segment = int(body["next_segment"])
         self.state.written_at = float(body["written_at"])
+        self._release_readers()
+
+    def _release_readers(self) -> None:
+        """End GitPython's cached `git cat-file --batch` children (the known leak)."""
+        if self._repo is not None:
+            self._repo.git.clear_cache()
 
     def _path_sha(self, commit_sha: bytes, path: str) -> bytes:
         tree = Commit(self.repo, commit_sha).tree
@@ -304,6 +312,7 @@ class GitTier:
             count += 1
             parents = Commit(self.repo, sha).parents
             sha = parents[0].binsha if parents else None
+        self._release_readers()
         return count
 
     def squash_history(self) -> int:
@@ -318,6 +327,7 @@ class GitTier:
         chain.reverse()  # oldest first
         old = [c for c in chain if c.committed_date < cutoff]
         if len(old) <= 1:
+            self._release_readers()
             return 0
         newest_old = old[-1]
         when = float(newest_old.committed_date)
@@ -334,6 +344,7 @@ class GitTier:
                 commit.tree.binsha, [new_sha], message, float(commit.committed_date)
             )
         self._set_tip(new_sha)
+        self._release_readers()
         self._gc()
         return len(old) - 1
 
