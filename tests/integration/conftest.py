@@ -361,27 +361,46 @@ class BareRemote:
         )
         return proc.stdout
 
+    def blob(self, sha: str) -> bytes:
+        proc = subprocess.run(
+            ["git", "--git-dir", str(self.path), "cat-file", "blob", sha],
+            capture_output=True,
+            check=True,
+            timeout=60,
+        )
+        return proc.stdout
+
     def records(self, branch: str) -> dict[str, dict[str, Any]]:
-        """Critical records at the branch tip, read independently of the agent's code:
-        MANIFEST.json names a snapshot (snapshot/<file>.jsonl) and change segments
-        (changes/<n>.jsonl) applied in order; a change line with "d" is a delete."""
+        """Critical records at the branch tip, read independently of the agent's code: the
+        tip's MANIFEST.json names the snapshot blobs (one per warm file: a JSON object, or
+        JSON lines in older backups) and the change segments,
+        applied in order; a change line with "d" is a delete. The blobs are read from the
+        remote's object store, so this also proves they were pushed."""
         rev = f"refs/heads/{branch}"
         manifest = json.loads(self.show(rev, "MANIFEST.json"))
         result: dict[str, dict[str, Any]] = {}
-        for name in manifest["snapshot"]:
-            collection = name.split(".")[0]
-            for line in self.show(rev, f"snapshot/{name}l").splitlines():
+        for name, sha in manifest["snapshot"].items():
+            coll = result.setdefault(name.split(".")[0], {})
+            data = self.blob(sha)
+            try:
+                whole = json.loads(data)  # a snapshot blob in the warm-file layout
+            except json.JSONDecodeError:
+                whole = None
+            if isinstance(whole, dict):
+                coll.update(whole)
+                continue
+            for line in data.splitlines():  # or one {"k": ..., "v": ...} line per record
                 rec = json.loads(line)
-                result.setdefault(collection, {})[rec["k"]] = rec["v"]
+                coll[rec["k"]] = rec["v"]
         for segment in manifest["segments"]:
-            for line in self.show(rev, f"changes/{segment['name']}").splitlines():
+            for line in self.blob(segment["sha"]).splitlines():
                 rec = json.loads(line)
                 coll = result.setdefault(rec["f"].split(".")[0], {})
                 if rec.get("d"):
                     coll.pop(rec["k"], None)
                 else:
                     coll[rec["k"]] = rec["v"]
-        return result
+        return {name: coll for name, coll in result.items() if coll}
 
 
 @pytest.fixture
