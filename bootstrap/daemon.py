@@ -18,10 +18,8 @@ import uvicorn
 
 from .api import build_app
 from .config import AgentConfig
-from .lifecycle import Lifecycle
+from .lifecycle import HybridVMStorage
 from .notify import sd_notify
-from .scheduler import TieringScheduler
-from .storage import HybridStorage
 
 log = logging.getLogger("spine.daemon")
 
@@ -95,15 +93,13 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 def run_daemon(config: AgentConfig) -> int:
     os.umask(0o027)  # data, journal and backup files: owner and group only
-    storage = HybridStorage(config)
-    hooks = Lifecycle(storage)
     started = time.monotonic()
-    hooks.on_start()
+    agent = HybridVMStorage(config=config)
+    agent.hooks.on_start()
     sockets = [bind_unix_socket(config.api.socket, config.api.socket_mode)]
     if config.api.tcp_port:
         sockets.append(bind_tcp_loopback(config.api.tcp_port))
-    scheduler = TieringScheduler(hooks.on_every_5min, config.tiering.file_backup_interval)
-    app = build_app(storage, on_tier=hooks.on_every_5min)
+    app = build_app(agent.storage, on_tier=agent.hooks.on_every_5min)
     server = AgentServer(
         uvicorn.Config(
             app,
@@ -123,8 +119,7 @@ def run_daemon(config: AgentConfig) -> int:
         while not server.started and not serve.done():
             await asyncio.sleep(0.01)
         if server.started:
-            if config.tiering.enabled:
-                scheduler.start()
+            agent.start_background()
             sd_notify("READY=1")
             log.info(
                 "serving",
@@ -140,9 +135,7 @@ def run_daemon(config: AgentConfig) -> int:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(main())
     finally:
-        stop_at = server.stop_requested_at or time.monotonic()
-        scheduler.stop(timeout=max(1.0, config.stop_budget / 2))
-        hooks.on_shutdown(started=stop_at)
+        agent.shutdown(started=server.stop_requested_at)
         with contextlib.suppress(OSError):
             config.api.socket.unlink()
     return 0

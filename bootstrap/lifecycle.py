@@ -102,18 +102,29 @@ class HybridVMStorage:
         self.storage = HybridStorage(config, clock=clock)
         self.hooks = Lifecycle(self.storage)
         self.scheduler = TieringScheduler(
-            self.hooks.on_every_5min, config.tiering.file_backup_interval
+            self.hooks.on_every_5min,
+            config.tiering.file_backup_interval,
+            retry=self.storage.push,
+            retry_in=self.storage.seconds_until_push_retry,
         )
+        self.storage.on_pressure = self.scheduler.trigger
 
     def initialize(self) -> str:
         source = self.hooks.on_start()
-        if self.config.tiering.enabled:
-            self.scheduler.start()
+        self.start_background()
         return source
 
-    def shutdown(self) -> dict[str, Any]:
-        self.scheduler.stop(timeout=self.config.stop_budget)
-        return self.hooks.on_shutdown()
+    def start_background(self) -> None:
+        """Start the 5-minute hook (and push retries) unless tiering is disabled."""
+        if self.config.tiering.enabled:
+            self.scheduler.start()
+
+    def shutdown(self, started: float | None = None) -> dict[str, Any]:
+        """Stop the scheduler, then flush, commit and push within the stop budget counted
+        from `started` (the moment the stop signal arrived)."""
+        started = time.monotonic() if started is None else started
+        self.scheduler.stop(timeout=max(1.0, self.config.stop_budget / 2))
+        return self.hooks.on_shutdown(started=started)
 
     def put(self, collection: str, key: str, value: Any, cls: str | None = None) -> None:
         self.storage.put(collection, key, value, cls)

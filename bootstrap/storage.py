@@ -73,6 +73,8 @@ class BackupState:
     push_failures: int = 0
     next_push_at: float = 0.0
     pushed_commit: str | None = None
+    unpushed_commits: int = 0
+    oldest_unpushed_at: float | None = None
 
 
 @dataclass
@@ -131,6 +133,7 @@ class HybridStorage:
         self._lock = threading.RLock()
         self._maintenance = threading.Lock()
         self._open = False
+        self.on_pressure: Callable[[], None] | None = None
 
     # == lifecycle ========================================================================
     def initialize(self) -> str:
@@ -152,6 +155,14 @@ class HybridStorage:
             self.restored_from = self._load_git()
         replayed = self._replay_journal()
         self._ensure_views()
+        if (
+            self.config.git.remote
+            and self.git.state.head is not None
+            and (self.restored_from != "git-remote")
+        ):
+            # Unknown whether the remote has the local tip: push it on the next backup.
+            self.backup.unpushed_commits = 1
+            self.backup.oldest_unpushed_at = self.git.state.written_at
         self._open = True
         log.info(
             "storage ready",
@@ -490,6 +501,8 @@ class HybridStorage:
         if self._bytes > self.config.memory_limit:
             # What is left is dirty: never dropped. Stop rescanning until a pass cleans it.
             self._evict_blocked = True
+            if self.on_pressure is not None:
+                self.on_pressure()  # ask for an early pass: it makes dirty records clean
             log.warning(
                 "memory limit exceeded by dirty records; waiting for the next pass",
                 extra={"memory_bytes": self._bytes, "limit": self.config.memory_limit},
@@ -547,6 +560,9 @@ class HybridStorage:
             now = self.clock()
             self._last_git_backup = now
             if sha is not None:
+                self.backup.unpushed_commits += 1
+                if self.backup.oldest_unpushed_at is None:
+                    self.backup.oldest_unpushed_at = now
                 self.backup.last_commit_at = now
                 self.backup.last_commit = sha.hex()
                 self.counters.backups += 1
@@ -628,7 +644,15 @@ class HybridStorage:
         self.backup.last_push_error = None
         self.backup.push_failures = 0
         self.backup.pushed_commit = head
+        self.backup.unpushed_commits = 0
+        self.backup.oldest_unpushed_at = None
         return True
+
+    def seconds_until_push_retry(self) -> float | None:
+        """When a failed push should be tried again (the scheduler sleeps until then)."""
+        if not self.backup.last_push_error or not self.backup.unpushed_commits:
+            return None
+        return max(0.0, self.backup.next_push_at - self.clock())
 
     def flush(self, backup: bool = True, push_timeout: float | None = None) -> dict[str, Any]:
         """Everything to disk now; with backup, commit and push too (SIGTERM, preemption)."""
@@ -861,15 +885,18 @@ class HybridStorage:
         }
 
     def _remote_lag(self, head: str | None) -> int | None:
+        """Commits the remote does not have yet (None without a remote)."""
         if not self.config.git.remote:
             return None
-        return 0 if head is None or head == self.backup.pushed_commit else 1
+        return self.backup.unpushed_commits
 
     def _remote_lag_seconds(self, now: float, head: str | None) -> float | None:
-        if not self.config.git.remote or head is None or head == self.backup.pushed_commit:
-            return 0.0 if self.config.git.remote else None
-        since = self.backup.last_push_at or self.started_at
-        return round(now - since, 3)
+        """Age of the oldest commit the remote does not have: the current recovery point."""
+        if not self.config.git.remote:
+            return None
+        if self.backup.oldest_unpushed_at is None:
+            return 0.0
+        return round(now - self.backup.oldest_unpushed_at, 3)
 
     def iter_entries(self) -> Iterator[tuple[str, str, Entry]]:
         with self._lock:
