@@ -69,6 +69,12 @@ class ApiConfig:
 
 
 @dataclass(frozen=True)
+class PreemptionConfig:
+    watch: str = "auto"  # auto: only when the DMI product says Google Compute Engine
+    metadata_url: str = "http://metadata.google.internal/computeMetadata/v1"
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     storage_path: Path
     git: GitConfig
@@ -80,6 +86,7 @@ class AgentConfig:
     tiering: TieringConfig = field(default_factory=TieringConfig)
     default_class: PersistenceClass = PersistenceClass.SESSION
     class_map: dict[str, PersistenceClass] = field(default_factory=dict)
+    preemption: PreemptionConfig = field(default_factory=PreemptionConfig)
 
     def class_of(self, collection: str) -> PersistenceClass:
         return self.class_map.get(collection, self.default_class)
@@ -95,6 +102,7 @@ _TOP_KEYS = {
     "classes",
     "git",
     "api",
+    "preemption",
 }
 _SECTION_KEYS = {
     "tiering": {"enabled", "hot_age", "warm_age", "file_backup_interval", "git_backup_interval"},
@@ -108,6 +116,7 @@ _SECTION_KEYS = {
         "push_retry_max",
     },
     "api": {"socket", "socket_mode", "tcp_port"},
+    "preemption": {"watch", "metadata_url"},
 }
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -219,6 +228,15 @@ def build_config(raw: dict[str, Any], base_dir: Path) -> AgentConfig:
         tcp_port=_port("api.tcp_port", api_raw.get("tcp_port")),
     )
 
+    preemption_raw = sections["preemption"]
+    watch = str(preemption_raw.get("watch", "auto")).lower()
+    if watch in ("true", "false"):  # YAML on/off become booleans
+        watch = "on" if watch == "true" else "off"
+    if watch not in ("auto", "on", "off"):
+        raise ConfigError("preemption.watch", preemption_raw.get("watch"), "allowed: auto, on, off")
+    metadata_url = str(preemption_raw.get("metadata_url", PreemptionConfig.metadata_url))
+    if urlsplit(metadata_url).scheme != "http" or not urlsplit(metadata_url).hostname:
+        raise ConfigError("preemption.metadata_url", metadata_url, "expected an http:// URL")
     default_class, class_map = _classes(raw.get("classes"))
     log_level = str(raw.get("log_level", "info")).lower()
     if log_level not in _LOG_LEVELS:
@@ -235,6 +253,7 @@ def build_config(raw: dict[str, Any], base_dir: Path) -> AgentConfig:
         tiering=tiering,
         default_class=default_class,
         class_map=class_map,
+        preemption=PreemptionConfig(watch=watch, metadata_url=metadata_url),
     )
 
 

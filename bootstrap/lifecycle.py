@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from .config import AgentConfig, TieringConfig, config_from_mapping
+from .preemption import PreemptionWatcher, running_on_gce
 from .scheduler import TieringScheduler
 from .storage import HybridStorage, TierReport
 from .units import parse_duration, parse_size
@@ -108,6 +109,10 @@ class HybridVMStorage:
             retry_in=self.storage.seconds_until_push_retry,
         )
         self.storage.on_pressure = self.scheduler.trigger
+        self.watcher: PreemptionWatcher | None = None
+        watch = config.preemption.watch
+        if watch == "on" or (watch == "auto" and running_on_gce()):
+            self.watcher = PreemptionWatcher(self.on_preempted, config.preemption.metadata_url)
 
     def initialize(self) -> str:
         source = self.hooks.on_start()
@@ -118,11 +123,19 @@ class HybridVMStorage:
         """Start the 5-minute hook (and push retries) unless tiering is disabled."""
         if self.config.tiering.enabled:
             self.scheduler.start()
+        if self.watcher is not None:
+            self.watcher.start()
+
+    def on_preempted(self) -> dict[str, Any]:
+        """Spot preemption announced: flush, commit and push now, inside the stop budget."""
+        return self.storage.flush(backup=True, push_timeout=self.config.stop_budget)
 
     def shutdown(self, started: float | None = None) -> dict[str, Any]:
         """Stop the scheduler, then flush, commit and push within the stop budget counted
         from `started` (the moment the stop signal arrived)."""
         started = time.monotonic() if started is None else started
+        if self.watcher is not None:
+            self.watcher.stop()
         self.scheduler.stop(timeout=max(1.0, self.config.stop_budget / 2))
         return self.hooks.on_shutdown(started=started)
 

@@ -110,7 +110,8 @@ class Journal:
 
     def _start_segment(self, number: int) -> None:
         path = self.directory / f"{SEGMENT_PREFIX}{number:012d}{SEGMENT_SUFFIX}"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+        # O_RDWR, not O_WRONLY: recovering from a failed write preads the segment's tail.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
         _fsync_dir(self.directory)
         old, self._fd, self._segment_no = self._fd, fd, number
         if old >= 0:
