@@ -1,0 +1,548 @@
+"""The recorded resource graph of each topology, under Pulumi's mocks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from infra import scripts
+from infra.config import IAP_RANGE, PROJECT_NAME
+from infra.offline import Recording
+from tests.infra.conftest import COMPUTE_VARIANT, SECRET_KEYS, SECRET_VARIANT, find, record
+
+INSTANCE = "gcp:compute/instance:Instance"
+DISK = "gcp:compute/disk:Disk"
+SQL = "gcp:sql/databaseInstance:DatabaseInstance"
+RUN = "gcp:cloudrunv2/service:Service"
+FIREWALL = "gcp:compute/firewall:Firewall"
+IAM = "gcp:projects/iAMMember:IAMMember"
+SECRET_IAM = "gcp:secretmanager/secretIamMember:SecretIamMember"
+ACCOUNT = "gcp:serviceaccount/account:Account"
+COMPONENT_PREFIX = f"{PROJECT_NAME}:infra:"
+MOCK_PASSWORD = "offline-mock-password-not-real"
+
+EXPECTED_TYPES = {
+    "cloudrun": {
+        "gcp:compute/network:Network",
+        "gcp:compute/subnetwork:Subnetwork",
+        "gcp:compute/globalAddress:GlobalAddress",
+        "gcp:servicenetworking/connection:Connection",
+        ACCOUNT,
+        IAM,
+        SQL,
+        "gcp:sql/database:Database",
+        "gcp:sql/user:User",
+        "random:index/randomPassword:RandomPassword",
+        "gcp:secretmanager/secret:Secret",
+        "gcp:secretmanager/secretVersion:SecretVersion",
+        SECRET_IAM,
+        RUN,
+        "gcp:cloudrunv2/serviceIamMember:ServiceIamMember",
+        "gcp:projects/service:Service",
+    },
+    "compute": {
+        "gcp:compute/network:Network",
+        "gcp:compute/subnetwork:Subnetwork",
+        FIREWALL,
+        "gcp:compute/router:Router",
+        "gcp:compute/routerNat:RouterNat",
+        ACCOUNT,
+        IAM,
+        DISK,
+        "gcp:compute/resourcePolicy:ResourcePolicy",
+        "gcp:compute/diskResourcePolicyAttachment:DiskResourcePolicyAttachment",
+        INSTANCE,
+        "gcp:projects/service:Service",
+    },
+}
+EXPECTED_TYPES["hybrid"] = (EXPECTED_TYPES["compute"] | EXPECTED_TYPES["cloudrun"]) - {
+    RUN,
+    "gcp:cloudrunv2/serviceIamMember:ServiceIamMember",
+}
+EXPECTED_COMPONENTS = {
+    "cloudrun": {"ProjectApis", "Network", "ServiceIdentity", "Database", "CloudRunService"},
+    "compute": {"ProjectApis", "Network", "ServiceIdentity", "SpineVm"},
+    "hybrid": {"ProjectApis", "Network", "ServiceIdentity", "Database", "SpineVm"},
+}
+EXPECTED_OUTPUTS = {
+    "cloudrun": {"serviceUrl", "sqlConnectionName", "sqlInstanceName", "sqlPrivateIp"},
+    "compute": {"instanceName", "zone", "internalIp", "diskName", "ansibleInventory"},
+    "hybrid": {
+        "instanceName",
+        "zone",
+        "internalIp",
+        "diskName",
+        "ansibleInventory",
+        "sqlConnectionName",
+        "sqlInstanceName",
+        "sqlPrivateIp",
+        "dbPasswordSecretId",
+    },
+}
+
+
+def _custom(recording: Recording) -> list:
+    return [r for r in recording.resources if r.custom]
+
+
+def _components(recording: Recording) -> list:
+    return [r for r in recording.resources if not r.custom]
+
+
+# --- Whole graph ---------------------------------------------------------------------------
+
+
+def test_topology_declares_exactly_its_resource_types(any_topology: tuple[str, Recording]) -> None:
+    topology, recording = any_topology
+    assert {r.type for r in _custom(recording)} == EXPECTED_TYPES[topology]
+
+
+def test_topology_is_built_from_its_components(any_topology: tuple[str, Recording]) -> None:
+    topology, recording = any_topology
+    kinds = {r.type.removeprefix(COMPONENT_PREFIX) for r in _components(recording)}
+    assert kinds == EXPECTED_COMPONENTS[topology]
+
+
+def test_every_resource_is_a_child_of_a_component(any_topology: tuple[str, Recording]) -> None:
+    _, recording = any_topology
+    component_urns = {c.urn for c in _components(recording)}
+    for resource in _custom(recording):
+        assert resource.parent in component_urns, resource.name
+    for component in _components(recording):
+        assert component.parent.split("::")[2] == "pulumi:pulumi:Stack"
+
+
+def test_every_component_registers_outputs(any_topology: tuple[str, Recording]) -> None:
+    _, recording = any_topology
+    for component in _components(recording):
+        assert component.registered_outputs, component.name
+
+
+def test_every_name_comes_from_the_naming_helper(any_topology: tuple[str, Recording]) -> None:
+    _, recording = any_topology
+    assert all(r.name.startswith("ssk-dev-") for r in recording.resources)
+    assert len({r.urn for r in recording.resources}) == len(recording.resources)
+
+
+def test_two_stacks_do_not_collide_in_one_project() -> None:
+    dev, prod = record("hybrid"), record("hybrid", stack="prod")
+    explicit = [(ACCOUNT, "accountId"), ("gcp:secretmanager/secret:Secret", "secretId")]
+    for type_, key in explicit:
+        dev_names = {r.inputs[key] for r in dev.of_type(type_)}
+        prod_names = {r.inputs[key] for r in prod.of_type(type_)}
+        assert dev_names and not dev_names & prod_names
+    assert not {r.name for r in dev.resources} & {r.name for r in prod.resources}
+
+
+def test_outputs_per_topology(any_topology: tuple[str, Recording]) -> None:
+    topology, recording = any_topology
+    assert EXPECTED_OUTPUTS[topology] <= set(recording.outputs)
+    assert recording.outputs["topology"] == topology
+
+
+def test_no_output_ever_holds_the_database_password(any_topology: tuple[str, Recording]) -> None:
+    _, recording = any_topology
+    assert MOCK_PASSWORD not in json.dumps(recording.outputs)
+    for component in _components(recording):
+        assert MOCK_PASSWORD not in json.dumps(component.registered_outputs)
+
+
+def test_labels_mark_owner_and_stack(any_topology: tuple[str, Recording]) -> None:
+    _, recording = any_topology
+    for resource in recording.of_type(DISK) + recording.of_type(INSTANCE):
+        assert resource.inputs["labels"]["managed-by"] == "super-spine-kit"
+        assert resource.inputs["labels"]["team"] == "platform"
+
+
+# --- Network ------------------------------------------------------------------------------
+
+
+def test_network_is_custom_mode_with_private_google_access(
+    any_topology: tuple[str, Recording],
+) -> None:
+    _, recording = any_topology
+    assert recording.one("gcp:compute/network:Network").inputs["autoCreateSubnetworks"] is False
+    subnet = recording.one("gcp:compute/subnetwork:Subnetwork").inputs
+    assert subnet["privateIpGoogleAccess"] is True and subnet["region"] == "europe-west1"
+
+
+def test_ssh_is_open_only_to_iap_by_default() -> None:
+    rules = record("compute").of_type(FIREWALL)
+    assert len(rules) == 1
+    rule = rules[0].inputs
+    assert rule["sourceRanges"] == [IAP_RANGE]
+    assert rule["allows"] == [{"protocol": "tcp", "ports": ["22"]}]
+    assert rule["targetTags"] == ["super-spine-ssh"]
+
+
+def test_ssh_ranges_come_from_config() -> None:
+    rule = record("compute", **COMPUTE_VARIANT).one(FIREWALL).inputs
+    assert rule["sourceRanges"] == ["198.51.100.0/24"]
+
+
+def test_no_ssh_or_nat_without_a_vm() -> None:
+    recording = record("cloudrun")
+    assert not recording.of_type(FIREWALL) and not recording.of_type(
+        "gcp:compute/routerNat:RouterNat"
+    )
+
+
+def test_private_service_access_for_cloud_sql(any_topology: tuple[str, Recording]) -> None:
+    topology, recording = any_topology
+    connections = recording.of_type("gcp:servicenetworking/connection:Connection")
+    if topology == "compute":
+        assert not connections
+        return
+    address = recording.one("gcp:compute/globalAddress:GlobalAddress").inputs
+    assert address["purpose"] == "VPC_PEERING" and address["addressType"] == "INTERNAL"
+    assert connections[0].inputs["service"] == "servicenetworking.googleapis.com"
+    sql = recording.one(SQL)
+    assert connections[0].urn in sql.dependencies
+
+
+# --- Service accounts ---------------------------------------------------------------------
+
+BROAD_ROLES = {"roles/owner", "roles/editor", "roles/viewer", "roles/iam.serviceAccountUser"}
+
+
+def test_one_service_account_per_workload(any_topology: tuple[str, Recording]) -> None:
+    topology, recording = any_topology
+    accounts = [a.inputs["accountId"] for a in recording.of_type(ACCOUNT)]
+    assert accounts == ["ssk-dev-run"] if topology == "cloudrun" else accounts == ["ssk-dev-vm"]
+
+
+def test_no_broad_roles_and_sql_client_only_for_this_instance(
+    any_topology: tuple[str, Recording],
+) -> None:
+    _, recording = any_topology
+    for binding in recording.of_type(IAM):
+        assert binding.inputs["role"] not in BROAD_ROLES
+        if binding.inputs["role"] == "roles/cloudsql.client":
+            expression = binding.inputs["condition"]["expression"]
+            assert "projects/acme-spine-1/instances/ssk-dev-sql-pg-" in expression
+
+
+def test_secret_access_is_granted_on_the_one_secret_only(
+    any_topology: tuple[str, Recording],
+) -> None:
+    topology, recording = any_topology
+    grants = recording.of_type(SECRET_IAM)
+    if topology == "compute":
+        assert not grants
+        return
+    secret = recording.one("gcp:secretmanager/secret:Secret")
+    assert len(grants) == 1
+    assert (
+        grants[0].inputs["secretId"] == f"projects/acme-spine-1/secrets/{secret.inputs['secretId']}"
+    )
+    assert grants[0].inputs["role"] == "roles/secretmanager.secretAccessor"
+    assert not any(
+        b.inputs["role"] == "roles/secretmanager.secretAccessor" for b in recording.of_type(IAM)
+    )
+
+
+# --- Database -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("topology", ["cloudrun", "hybrid"])
+def test_sql_is_private_encrypted_backed_up_and_protected(topology: str) -> None:
+    sql = record(topology).one(SQL)
+    settings = sql.inputs["settings"]
+    assert sql.inputs["databaseVersion"] == "POSTGRES_16"
+    assert settings["ipConfiguration"]["ipv4Enabled"] is False
+    assert settings["ipConfiguration"]["privateNetwork"].endswith(
+        "/global/networks/ssk-dev-net-vpc-0a1b2c3"
+    )
+    assert settings["ipConfiguration"]["sslMode"] == "ENCRYPTED_ONLY"
+    backup = settings["backupConfiguration"]
+    assert backup["enabled"] is True and backup["pointInTimeRecoveryEnabled"] is True
+    assert backup["transactionLogRetentionDays"] == 7
+    assert backup["backupRetentionSettings"] == {"retainedBackups": 14, "retentionUnit": "COUNT"}
+    assert settings["retainBackupsOnDelete"] is True
+    assert settings["availabilityType"] == "REGIONAL" and settings["edition"] == "ENTERPRISE"
+    # Deletion protection at the API level, in the provider, and in Pulumi itself.
+    assert (
+        settings["deletionProtectionEnabled"] is True and sql.inputs["deletionProtection"] is True
+    )
+    assert sql.protect and sql.retain_on_delete
+
+
+def test_database_password_is_generated_and_kept_secret() -> None:
+    recording = record("cloudrun")
+    assert recording.one("random:index/randomPassword:RandomPassword").inputs["length"] >= 32
+    user = recording.one("gcp:sql/user:User")
+    version = recording.one("gcp:secretmanager/secretVersion:SecretVersion")
+    assert "password" in user.secret_paths and user.inputs["password"] == MOCK_PASSWORD
+    assert "secretData" in version.secret_paths
+
+
+def test_without_deletion_protection_nothing_is_protected() -> None:
+    recording = record("hybrid", deletionProtection="false", maxRunDuration="none")
+    assert not any(r.protect or r.retain_on_delete for r in recording.resources)
+    sql = recording.one(SQL)
+    assert sql.inputs["settings"]["deletionProtectionEnabled"] is False
+
+
+# --- Cloud Run ----------------------------------------------------------------------------
+
+
+def test_cloud_run_uses_the_v2_api_with_its_own_service_account() -> None:
+    recording = record("cloudrun")
+    assert not [r for r in recording.resources if r.type.startswith("gcp:cloudrun/")]
+    template = recording.one(RUN).inputs["template"]
+    assert template["serviceAccount"] == "ssk-dev-run@acme-spine-1.iam.gserviceaccount.com"
+
+
+def test_cloud_run_mounts_cloud_sql_and_reads_the_password_from_secret_manager() -> None:
+    recording = record("cloudrun")
+    run = recording.one(RUN).inputs
+    template = run["template"]
+    connection = recording.outputs["sqlConnectionName"]
+    assert template["volumes"] == [
+        {"name": "cloudsql", "cloudSqlInstance": {"instances": [connection]}}
+    ]
+    container = template["containers"][0]
+    assert container["volumeMounts"] == [{"name": "cloudsql", "mountPath": "/cloudsql"}]
+    envs = {e["name"]: e for e in container["envs"]}
+    assert envs["PGHOST"]["value"] == f"/cloudsql/{connection}"
+    password = envs["PGPASSWORD"]
+    assert "value" not in password
+    assert (
+        password["valueSource"]["secretKeyRef"]["secret"] == recording.outputs["dbPasswordSecretId"]
+    )
+    assert template["vpcAccess"]["egress"] == "PRIVATE_RANGES_ONLY"
+
+
+def test_cloud_run_scaling_ingress_and_invokers_follow_config() -> None:
+    recording = record(
+        "cloudrun",
+        serviceMinInstances="1",
+        serviceMaxInstances="5",
+        serviceIngress="internal-and-cloud-load-balancing",
+        serviceInvokers=[
+            "user:a@example.com",
+            "serviceAccount:b@acme-spine-1.iam.gserviceaccount.com",
+        ],
+    )
+    run = recording.one(RUN)
+    assert run.inputs["template"]["scaling"] == {"minInstanceCount": 1, "maxInstanceCount": 5}
+    assert run.inputs["ingress"] == "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"
+    invokers = recording.of_type("gcp:cloudrunv2/serviceIamMember:ServiceIamMember")
+    assert sorted(i.inputs["member"] for i in invokers) == [
+        "serviceAccount:b@acme-spine-1.iam.gserviceaccount.com",
+        "user:a@example.com",
+    ]
+    assert all(i.inputs["role"] == "roles/run.invoker" for i in invokers)
+
+
+def test_cloud_run_is_deployed_after_its_grants() -> None:
+    recording = record("cloudrun")
+    run = recording.one(RUN)
+    for grant in [*recording.of_type(SECRET_IAM), find(recording, IAM, "client")]:
+        assert grant.urn in run.dependencies
+
+
+def test_cloud_run_is_internal_only_by_default() -> None:
+    assert record("cloudrun").one(RUN).inputs["ingress"] == "INGRESS_TRAFFIC_INTERNAL_ONLY"
+
+
+# --- VM and disk --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("topology", ["compute", "hybrid"])
+def test_data_disk_is_separate_protected_and_attached_by_device_name(topology: str) -> None:
+    recording = record(topology)
+    disk = recording.one(DISK)
+    assert disk.inputs["type"] == "pd-ssd" and disk.inputs["size"] == 50
+    assert disk.inputs["zone"] == "europe-west1-c"
+    assert disk.protect and disk.retain_on_delete
+    assert disk.inputs["createSnapshotBeforeDestroy"] is True
+    vm = recording.one(INSTANCE)
+    (attached,) = vm.inputs["attachedDisks"]
+    assert attached["deviceName"] == "super-spine-disk" and attached["mode"] == "READ_WRITE"
+    # The disk's own self link (the mock's URL form): the VM attaches the separate resource.
+    assert attached["source"].endswith(
+        f"/zones/europe-west1-c/disks/{recording.outputs['diskName']}"
+    )
+    assert "autoDelete" not in attached  # attached disks are never auto-deleted by GCE here
+    assert vm.inputs["bootDisk"]["autoDelete"] is True  # the boot disk only
+    assert vm.delete_before_replace
+
+
+def test_disk_type_and_size_follow_config() -> None:
+    disk = record("compute", **COMPUTE_VARIANT).one(DISK)
+    assert (disk.inputs["type"], disk.inputs["size"]) == ("pd-balanced", 200)
+
+
+def test_snapshot_schedule_is_attached_to_the_data_disk() -> None:
+    recording = record("compute")
+    policy = recording.one("gcp:compute/resourcePolicy:ResourcePolicy").inputs
+    snapshot = policy["snapshotSchedulePolicy"]
+    assert snapshot["schedule"] == {"dailySchedule": {"daysInCycle": 1, "startTime": "03:00"}}
+    assert snapshot["retentionPolicy"] == {
+        "maxRetentionDays": 14,
+        "onSourceDiskDelete": "KEEP_AUTO_SNAPSHOTS",
+    }
+    attachment = recording.one(
+        "gcp:compute/diskResourcePolicyAttachment:DiskResourcePolicyAttachment"
+    )
+    assert attachment.inputs["disk"] == recording.outputs["diskName"]
+    assert attachment.inputs["name"] == recording.outputs["snapshotPolicy"]
+
+
+def test_hourly_snapshots() -> None:
+    recording = record("compute", **COMPUTE_VARIANT)
+    policy = recording.one("gcp:compute/resourcePolicy:ResourcePolicy")
+    schedule = policy.inputs["snapshotSchedulePolicy"]["schedule"]
+    assert schedule == {"hourlySchedule": {"hoursInCycle": 6, "startTime": "03:00"}}
+
+
+def test_vm_is_shielded_with_os_login_and_its_own_service_account() -> None:
+    vm = record("compute").one(INSTANCE).inputs
+    assert vm["shieldedInstanceConfig"] == {
+        "enableSecureBoot": True,
+        "enableVtpm": True,
+        "enableIntegrityMonitoring": True,
+    }
+    assert vm["metadata"]["enable-oslogin"] == "TRUE"
+    assert vm["metadata"]["block-project-ssh-keys"] == "TRUE"
+    assert vm["serviceAccount"]["email"] == "ssk-dev-vm@acme-spine-1.iam.gserviceaccount.com"
+    assert "https://www.googleapis.com/auth/cloud-platform" not in vm["serviceAccount"]["scopes"]
+    assert "accessConfigs" not in vm["networkInterfaces"][0]
+    assert vm["tags"] == ["super-spine-ssh"]
+    assert (
+        vm["bootDisk"]["initializeParams"]["image"]
+        == "projects/debian-cloud/global/images/family/debian-12"
+    )
+
+
+def test_vm_scripts_are_the_rendered_templates() -> None:
+    metadata = record("compute").one(INSTANCE).inputs["metadata"]
+    assert metadata["startup-script"] == scripts.startup_script(
+        "https://github.com/acme/spine-state.git"
+    )
+    assert metadata["shutdown-script"] == scripts.shutdown_script()
+    assert (
+        "spine-agent flush" in metadata["shutdown-script"]
+        or '"$agent" flush' in metadata["shutdown-script"]
+    )
+
+
+def test_secret_git_remote_stays_out_of_metadata() -> None:
+    recording = record("compute", secret_keys=SECRET_KEYS, **SECRET_VARIANT)
+    metadata = recording.one(INSTANCE).inputs["metadata"]
+    assert "spine-state" not in json.dumps(metadata)
+
+
+def test_standard_vm_scheduling() -> None:
+    scheduling = record("compute").one(INSTANCE).inputs["scheduling"]
+    assert scheduling["provisioningModel"] == "STANDARD"
+    assert scheduling["automaticRestart"] is True and scheduling["onHostMaintenance"] == "MIGRATE"
+    assert scheduling["maxRunDuration"] == {"seconds": 4 * 3600}
+    assert scheduling["instanceTerminationAction"] == "STOP"
+
+
+def test_standard_vm_without_max_run_has_no_termination_action() -> None:
+    recording = record("hybrid", deletionProtection="false", maxRunDuration="none")
+    scheduling = recording.one(INSTANCE).inputs["scheduling"]
+    assert "maxRunDuration" not in scheduling and "instanceTerminationAction" not in scheduling
+
+
+def test_spot_vm_never_restarts_automatically() -> None:
+    scheduling = record("compute", **COMPUTE_VARIANT).one(INSTANCE).inputs["scheduling"]
+    assert scheduling["provisioningModel"] == "SPOT" and scheduling["preemptible"] is True
+    assert scheduling["automaticRestart"] is False
+    assert scheduling["onHostMaintenance"] == "TERMINATE"
+    assert scheduling["instanceTerminationAction"] == "DELETE"
+    assert scheduling["maxRunDuration"] == {"seconds": 1800}
+
+
+def test_external_ip_when_asked() -> None:
+    recording = record("compute", **COMPUTE_VARIANT)
+    nic = recording.one(INSTANCE).inputs["networkInterfaces"][0]
+    assert nic["accessConfigs"] == [{}]
+    assert recording.outputs["externalIp"] == "203.0.113.7"
+
+
+def test_apis_can_be_left_alone() -> None:
+    recording = record("compute", **COMPUTE_VARIANT)
+    assert not recording.of_type("gcp:projects/service:Service")
+    services = {
+        s.inputs["service"] for s in record("hybrid").of_type("gcp:projects/service:Service")
+    }
+    assert {
+        "sqladmin.googleapis.com",
+        "servicenetworking.googleapis.com",
+        "iap.googleapis.com",
+    } <= services
+    assert all(
+        s.inputs["disableOnDestroy"] is False
+        for s in record("hybrid").of_type("gcp:projects/service:Service")
+    )
+
+
+# --- Hybrid -------------------------------------------------------------------------------
+
+
+def test_hybrid_vm_reaches_the_database_over_private_ip() -> None:
+    recording = record("hybrid")
+    vm = recording.one(INSTANCE).inputs
+    assert vm["serviceAccount"]["scopes"] == ["https://www.googleapis.com/auth/cloud-platform"]
+    member = "serviceAccount:ssk-dev-vm@acme-spine-1.iam.gserviceaccount.com"
+    assert find(recording, IAM, "client").inputs["member"] == member
+    assert recording.one(SECRET_IAM).inputs["member"] == member
+    assert (
+        recording.one(SQL).inputs["settings"]["ipConfiguration"]["privateNetwork"]
+        == (recording.one("gcp:compute/subnetwork:Subnetwork").inputs["network"])
+    )
+
+
+# --- Inventory output -----------------------------------------------------------------------
+
+
+def _inventory_hosts(recording: Recording) -> dict:
+    inventory = yaml.safe_load(recording.outputs["ansibleInventory"])
+    return inventory["all"]["children"]["super_spine"]["hosts"]
+
+
+def test_inventory_has_the_contract_host_vars() -> None:
+    recording = record("compute")
+    hosts = _inventory_hosts(recording)
+    hv = hosts[recording.outputs["instanceName"]]
+    assert hv["ansible_host"] == "10.42.0.2"
+    assert hv["ansible_user"] == "alice_example_com"
+    assert hv["ansible_python_interpreter"] == "/usr/bin/python3"
+    assert "gcloud compute start-iap-tunnel" in hv["ansible_ssh_common_args"]
+    assert hv["spine_disk_device"] == "/dev/disk/by-id/google-super-spine-disk"
+    assert hv["spine_mount_point"] == "/data/super-spine"
+    assert hv["spine_git_remote"] == "https://github.com/acme/spine-state.git"
+    assert not any(k.startswith("spine_postgres_") for k in hv)
+    assert "ansibleInventory" not in recording.secret_outputs
+
+
+def test_hybrid_inventory_carries_postgres_vars_but_no_password() -> None:
+    recording = record("hybrid")
+    hv = _inventory_hosts(recording)[recording.outputs["instanceName"]]
+    assert hv["spine_postgres_connection_name"] == recording.outputs["sqlConnectionName"]
+    assert hv["spine_postgres_host"] == recording.outputs["sqlPrivateIp"]
+    assert (
+        hv["spine_postgres_database"] == "superspine" and hv["spine_postgres_user"] == "superspine"
+    )
+    assert hv["spine_postgres_password_secret"] == recording.outputs["dbPasswordSecretId"]
+    assert MOCK_PASSWORD not in recording.outputs["ansibleInventory"]
+
+
+def test_inventory_is_a_secret_output_when_it_carries_a_secret() -> None:
+    recording = record("compute", secret_keys=SECRET_KEYS, **SECRET_VARIANT)
+    assert "ansibleInventory" in recording.secret_outputs
+    hv = _inventory_hosts(recording)[recording.outputs["instanceName"]]
+    assert hv["spine_git_token"] == SECRET_VARIANT["gitToken"]
+    assert hv["spine_git_remote"] == "https://github.com/acme/spine-state.git"
+
+
+def test_inventory_uses_the_external_ip_when_there_is_one() -> None:
+    recording = record("compute", **COMPUTE_VARIANT)
+    hv = _inventory_hosts(recording)[recording.outputs["instanceName"]]
+    assert hv["ansible_host"] == "203.0.113.7" and "ansible_ssh_common_args" not in hv
