@@ -17,7 +17,6 @@ from .config import AgentConfig, TieringConfig, config_from_mapping
 from .preemption import PreemptionWatcher, running_on_gce
 from .scheduler import TieringScheduler
 from .storage import HybridStorage, TierReport
-from .units import parse_duration, parse_size
 
 log = logging.getLogger("spine.lifecycle")
 
@@ -94,10 +93,7 @@ class HybridVMStorage:
             }
             if storage_path is not None:
                 raw["storage_path"] = storage_path
-            # Validate the strings here so a bad one fails at the call site with its name.
-            parse_size(memory_limit)
-            parse_duration(file_backup_interval)
-            parse_duration(git_backup_interval)
+            # config_from_mapping validates: a bad string fails here, naming its key.
             config = config_from_mapping(raw)
         self.config = config
         self.storage = HybridStorage(config, clock=clock)
