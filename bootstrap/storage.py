@@ -334,7 +334,10 @@ class HybridStorage:
         self, collection: str, prefix: str = "", limit: int = 1000
     ) -> tuple[dict[str, Any], bool]:
         """Records of a collection, sorted by key; the flag says the limit cut the list."""
-        check_collection(collection)
+        try:
+            check_collection(collection)
+        except ValueError as exc:  # a bad name is the caller's error (400), not ours (500)
+            raise BadRequest(str(exc)) from None
         with self._lock:
             keys = sorted(k for k in self._mem.get(collection, {}) if k.startswith(prefix))
         result: dict[str, Any] = {}
