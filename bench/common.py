@@ -1,0 +1,153 @@
+"""What every section shares: the records, the agent config, timing and statistics.
+
+One module so that the agent and its peers are fed byte-identical records and are timed by the
+same loop; a side-by-side comparison is only fair if nothing else differs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bootstrap.config import AgentConfig, config_from_mapping
+
+VALUE_BYTES = 200
+VALUE_VARIANTS = 64
+CRITICAL_COLLECTIONS = ("agents", "subscriptions", "tasks", "access")
+BRANCH = "backup/bench"
+
+
+def make_values(count: int = VALUE_VARIANTS, seed: int = 7) -> list[bytes]:
+    """Compact JSON documents of exactly VALUE_BYTES bytes, shaped like a Super Spine agent."""
+    rng = random.Random(seed)
+    values = []
+    for i in range(count):
+        doc: dict[str, Any] = {
+            "id": f"agent-{i:06d}",
+            "host": f"vm-{rng.randrange(1 << 32):08x}.europe-west1-b",
+            "status": rng.choice(["active", "idle", "draining"]),
+            "caps": ["gpu", "tts", "asr"][: 1 + i % 3],
+            "load": round(rng.random(), 3),
+            "seen": 1763790000.0 + i,
+            "pad": "",
+        }
+        short = VALUE_BYTES - len(orjson.dumps(doc))
+        doc["pad"] = "x" * max(0, short)
+        values.append(orjson.dumps(doc))
+    return values
+
+
+def make_keys(count: int, prefix: str = "k") -> list[str]:
+    return [f"{prefix}{i:07d}" for i in range(count)]
+
+
+def shuffled(items: Sequence[str], seed: int = 11) -> list[str]:
+    out = list(items)
+    random.Random(seed).shuffle(out)
+    return out
+
+
+def agent_config(root: Path, remote: str | None = None, socket: Path | None = None) -> AgentConfig:
+    """An agent config confined to `root`; tiering off so no background pass runs mid-sample."""
+    raw: dict[str, Any] = {
+        "storage_path": str(root / "data"),
+        "git": {"path": str(root / "backup.git"), "branch": BRANCH},
+        "tiering": {"enabled": False},
+        "log_level": "warning",
+    }
+    if remote:
+        raw["git"]["remote"] = remote
+    if socket:
+        raw["api"] = {"socket": str(socket)}
+    return config_from_mapping(raw)
+
+
+def agent_config_yaml(root: Path, socket: Path) -> str:
+    """The same settings as agent_config, as the YAML file `spine-agent run` reads."""
+    return (
+        f"storage_path: {root / 'data'}\n"
+        f"git:\n  path: {root / 'backup.git'}\n  branch: {BRANCH}\n"
+        f"api:\n  socket: {socket}\n"
+        "tiering:\n  enabled: false\n"
+        "log_level: warning\n"
+    )
+
+
+def pct(sorted_ns: Sequence[int], q: float) -> float:
+    """Percentile (nearest rank) of sorted nanoseconds, in microseconds."""
+    if not sorted_ns:
+        return float("nan")
+    index = min(len(sorted_ns) - 1, max(0, round(q * (len(sorted_ns) - 1))))
+    return sorted_ns[index] / 1000.0
+
+
+def time_ops(
+    op: Callable[[str], object],
+    keys: Sequence[str],
+    max_ops: int,
+    max_seconds: float,
+    warmup: int = 200,
+) -> dict[str, float]:
+    """Time each call of op(key); stop at max_ops or max_seconds. Returns p50/p99/ops_s/n."""
+    nkeys = len(keys)
+    for i in range(min(warmup, max_ops)):
+        op(keys[i % nkeys])
+    clock = time.perf_counter_ns
+    lat = [0] * max_ops
+    start = clock()
+    deadline = start + int(max_seconds * 1e9)
+    n = 0
+    while n < max_ops:
+        t0 = clock()
+        op(keys[n % nkeys])
+        t1 = clock()
+        lat[n] = t1 - t0
+        n += 1
+        if t1 > deadline:
+            break
+    elapsed = clock() - start
+    done = sorted(lat[:n])
+    return {
+        "p50_us": pct(done, 0.50),
+        "p99_us": pct(done, 0.99),
+        "ops_s": n / (elapsed / 1e9),
+        "n": n,
+    }
+
+
+def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Median of each figure over the repeats (p50, p99, ops/s are taken independently)."""
+    keys = runs[0].keys()
+    out = {k: statistics.median(r[k] for r in runs) for k in keys}
+    out["repeats"] = len(runs)
+    return out
+
+
+def seconds_median(samples: list[float]) -> dict[str, float]:
+    return {
+        "median_s": statistics.median(samples),
+        "min_s": min(samples),
+        "max_s": max(samples),
+        "repeats": len(samples),
+    }
+
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def dir_bytes(path: Path) -> int:
+    total = 0
+    for base, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):  # a file removed under us
+                total += os.lstat(os.path.join(base, name)).st_size
+    return total

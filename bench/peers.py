@@ -1,0 +1,172 @@
+"""Clients with one shape (get(key), put(key, value)) for the agent and each of its peers.
+
+The latency and throughput loops only see this shape, so every system pays the same harness
+overhead. A client is built by a factory so that each worker thread or process opens its own
+connection.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+import redis
+
+from bootstrap.cli import UnixHTTPConnection
+from bootstrap.records import PersistenceClass
+from bootstrap.storage import HybridStorage
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+class Client(Protocol):
+    def get(self, key: str) -> object: ...
+
+    def put(self, key: str, value: bytes) -> object: ...
+
+    def close(self) -> None: ...
+
+
+ClientFactory = Callable[[], Client]
+
+
+class InProcessAgent:
+    """HybridStorage called directly: get_json (raw bytes) or get (parsed), put(value)."""
+
+    def __init__(self, storage: HybridStorage, collection: str, parsed: bool = False) -> None:
+        self.storage = storage
+        self.collection = collection
+        self._get = storage.get if parsed else storage.get_json
+        self._objects: dict[bytes, Any] = {}
+
+    def get(self, key: str) -> object:
+        return self._get(self.collection, key)
+
+    def put(self, key: str, value: bytes) -> object:
+        obj = self._objects.get(value)
+        if obj is None:
+            obj = self._objects[value] = orjson.loads(value)
+        # put() serialises the object itself: the library's real call path.
+        return self.storage.put(self.collection, key, obj)
+
+    def close(self) -> None:
+        pass
+
+
+class SocketAgent:
+    """http.client with keep-alive over the agent's unix socket."""
+
+    def __init__(self, socket_path: Path, collection: str) -> None:
+        self.conn = UnixHTTPConnection(socket_path, timeout=60)
+        self.prefix = f"/v1/records/{collection}/"
+
+    def get(self, key: str) -> bytes:
+        self.conn.request("GET", self.prefix + key)
+        resp = self.conn.getresponse()
+        body = resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"GET {key}: {resp.status} {body[:200]!r}")
+        return body
+
+    def put(self, key: str, value: bytes) -> bytes:
+        self.conn.request("PUT", self.prefix + key, body=value, headers=JSON_HEADERS)
+        resp = self.conn.getresponse()
+        body = resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"PUT {key}: {resp.status} {body[:200]!r}")
+        return body
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class RedisPeer:
+    """redis-py (hiredis parser) over a unix socket; keys are `collection:key`."""
+
+    def __init__(self, socket_path: Path, collection: str) -> None:
+        self.client = redis.Redis(unix_socket_path=str(socket_path))
+        self.prefix = f"{collection}:"
+
+    def get(self, key: str) -> bytes | None:
+        return self.client.get(self.prefix + key)  # type: ignore[return-value]
+
+    def put(self, key: str, value: bytes) -> object:
+        return self.client.set(self.prefix + key, value)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+SQLITE_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS kv (c TEXT NOT NULL, k TEXT NOT NULL, v BLOB NOT NULL, "
+    "PRIMARY KEY (c, k)) WITHOUT ROWID"
+)
+
+
+class SQLitePeer:
+    """SQLite in WAL mode, autocommit: each put is its own transaction (commit = durable
+    with synchronous=FULL; NORMAL may lose the last commits on power loss)."""
+
+    def __init__(self, path: Path, collection: str, synchronous: str) -> None:
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute(f"PRAGMA synchronous={synchronous}")
+        self.db.execute("PRAGMA busy_timeout=30000")
+        self.db.execute(SQLITE_SCHEMA)
+        self.collection = collection
+
+    def get(self, key: str) -> bytes | None:
+        row = self.db.execute(
+            "SELECT v FROM kv WHERE c = ? AND k = ?", (self.collection, key)
+        ).fetchone()
+        return None if row is None else row[0]
+
+    def put(self, key: str, value: bytes) -> object:
+        return self.db.execute(
+            "INSERT INTO kv (c, k, v) VALUES (?, ?, ?) "
+            "ON CONFLICT (c, k) DO UPDATE SET v = excluded.v",
+            (self.collection, key, value),
+        )
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def preload_sqlite(path: Path, collection: str, keys: list[str], values: list[bytes]) -> None:
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(SQLITE_SCHEMA)
+    db.execute("BEGIN")
+    db.executemany(
+        "INSERT OR REPLACE INTO kv (c, k, v) VALUES (?, ?, ?)",
+        ((collection, k, values[i % len(values)]) for i, k in enumerate(keys)),
+    )
+    db.execute("COMMIT")
+    db.close()
+
+
+def preload_redis(
+    client: redis.Redis, collection: str, keys: list[str], values: list[bytes]
+) -> None:
+    pipe = client.pipeline(transaction=False)
+    for i, key in enumerate(keys):
+        pipe.set(f"{collection}:{key}", values[i % len(values)])
+        if i % 1000 == 999:
+            pipe.execute()
+    pipe.execute()
+
+
+def preload_storage(
+    storage: HybridStorage,
+    collection: str,
+    keys: list[str],
+    values: list[bytes],
+    cls: PersistenceClass | None = None,
+) -> None:
+    """Bulk load through put_json without waiting per put, then one sync."""
+    for i, key in enumerate(keys):
+        storage.put_json(collection, key, values[i % len(values)], cls, wait=False, canonical=True)
+    storage.sync()

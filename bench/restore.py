@@ -1,0 +1,75 @@
+"""Restore time: the whole HybridStorage.initialize(), for 10k and 100k critical records.
+
+Three sources, as the agent chooses them at start:
+- warm files: the storage path the backup section left (files, manifest, local git repo);
+- git-local: an empty storage path whose local backup repository survived (a copy);
+- git clone: an empty storage path and no repository, the same remote and branch (a new VM).
+The page cache is warm for every source (dropping it would disturb the machine's other users).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from bootstrap.storage import HybridStorage
+
+from .common import agent_config, loadavg, seconds_median
+
+REPEATS = 3
+
+
+def _close_quietly(storage: HybridStorage) -> None:
+    """Release files without the shutdown flush: restore cost only, nothing written after."""
+    storage.journal.close()
+    storage.git.close()
+
+
+def timed_initialize(root: Path, remote: str | None, expect: int, source: str) -> float:
+    storage = HybridStorage(agent_config(root, remote=remote))
+    started = time.perf_counter()
+    got = storage.initialize()
+    seconds = time.perf_counter() - started
+    try:
+        if got != source or storage.record_count() < expect:
+            raise RuntimeError(
+                f"restore from {source} gave {got} with {storage.record_count()} records"
+            )
+    finally:
+        _close_quietly(storage)
+    return seconds
+
+
+def restore_size(base: Path, scratch: Path, expect: int) -> dict[str, Any]:
+    remote = (base / "remote.git").as_uri()
+    warm, local, clone = [], [], []
+    for i in range(REPEATS):
+        warm.append(timed_initialize(base, remote, expect, "files"))
+        local_root = scratch / f"local-{i}"
+        local_root.mkdir(parents=True)
+        shutil.copytree(base / "backup.git", local_root / "backup.git", symlinks=True)
+        local.append(timed_initialize(local_root, remote, expect, "git-local"))
+        shutil.rmtree(local_root)
+        clone_root = scratch / f"clone-{i}"
+        clone_root.mkdir(parents=True)
+        clone.append(timed_initialize(clone_root, remote, expect, "git-remote"))
+        shutil.rmtree(clone_root)
+    return {
+        "records": expect,
+        "warm_files": seconds_median(warm),
+        "git_local": seconds_median(local),
+        "git_clone": seconds_median(clone),
+    }
+
+
+def run_restore(backup_root: Path, scratch: Path) -> dict[str, Any]:
+    started = time.perf_counter()
+    out = {
+        "10k": restore_size(backup_root / "10k", scratch / "10k", 10_000),
+        "100k": restore_size(backup_root / "100k", scratch / "100k", 100_000),
+        "load": loadavg(),
+    }
+    print(f"  restore: done in {time.perf_counter() - started:.1f}s, load {loadavg()}")
+    return out
