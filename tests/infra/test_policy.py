@@ -7,8 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grpc
 import pulumi_gcp as gcp
 import pytest
+from google.protobuf import empty_pb2, struct_pb2
+from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 from pulumi_policy import (
     EnforcementLevel,
     PolicyCustomTimeouts,
@@ -276,9 +279,21 @@ def test_bad_stack_fails_each_mandatory_rule(rule: str) -> None:
     assert set(violations(policy, bad_stack())) == BAD[rule]
 
 
-def test_policy_pack_starts_as_pulumi_would_run_it() -> None:
-    """`pulumi up --policy-pack infra/policy` runs __main__.py in that directory: it must load
-    and announce its gRPC port (then it would serve until the engine stops it)."""
+def _analyze_request(resource: RecordedResource) -> analyzer_pb2.AnalyzeRequest:
+    props = struct_pb2.Struct()
+    props.update(resource.inputs)
+    return analyzer_pb2.AnalyzeRequest(
+        type=resource.type,
+        properties=props,
+        urn=resource.urn,
+        name=resource.name,
+        options=analyzer_pb2.AnalyzerResourceOptions(protect=resource.protect),
+    )
+
+
+def test_policy_pack_serves_the_rules_as_pulumi_would_run_it() -> None:
+    """`pulumi up --policy-pack infra/policy` runs __main__.py in that directory and talks to
+    it over gRPC: it must start, list its rules, and judge resources as the tests above do."""
     proc = subprocess.Popen(
         [sys.executable, "__main__.py"],
         cwd=ROOT / "infra" / "policy",
@@ -290,6 +305,16 @@ def test_policy_pack_starts_as_pulumi_would_run_it() -> None:
         assert proc.stdout is not None
         port = proc.stdout.readline().strip()
         assert port.isdigit(), proc.stderr.read() if proc.stderr else port
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = analyzer_pb2_grpc.AnalyzerStub(channel)
+            info = stub.GetAnalyzerInfo(empty_pb2.Empty())
+            assert info.name == "super-spine-kit-guardrails"
+            assert [p.name for p in info.policies] == [p.name for p in rules.ALL_POLICIES]
+            good_disk = record("compute").one("gcp:compute/disk:Disk")
+            assert list(stub.Analyze(_analyze_request(good_disk)).diagnostics) == []
+            bad_disk = next(r for r in bad_stack().resources if r.name == "bad-disk")
+            found = {d.policyName for d in stub.Analyze(_analyze_request(bad_disk)).diagnostics}
+            assert found == {"data-disk-durable", "data-protected"}
     finally:
         proc.kill()
         proc.wait()
