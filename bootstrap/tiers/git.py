@@ -192,8 +192,11 @@ class GitTier:
         return commit.binsha
 
     def _set_tip(self, sha: bytes) -> None:
-        SymbolicReference.create(self.repo, self.ref, sha.hex(), force=True)
+        # A Commit object, not a hex string: from a string GitPython looks the sha up through a
+        # `git cat-file --batch-check` child that it keeps alive (a leaked child per agent).
+        SymbolicReference.create(self.repo, self.ref, Commit(self.repo, sha), force=True)
         self.state.head = sha
+        self._release_readers()  # no-op unless something above started a reader anyway
 
     def _read_blobs(self, shas: list[bytes]) -> list[bytes]:
         """One `git cat-file --batch` run for many blobs: fast, and the process ends with it."""
