@@ -15,7 +15,7 @@ from dataclasses import dataclass
 PREFIX = "ssk"
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
     """Lower-case letters, digits and single dashes: safe in every GCP name."""
     slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
     return slug or "stack"
@@ -27,11 +27,11 @@ class Namer:
 
     @property
     def base(self) -> str:
-        return f"{PREFIX}-{_slug(self.stack)}"
+        return f"{PREFIX}-{slug(self.stack)}"
 
     def logical(self, part: str) -> str:
         """The Pulumi resource name for `part` in this stack."""
-        return f"{self.base}-{_slug(part)}"
+        return f"{self.base}-{slug(part)}"
 
     def physical(self, part: str, max_len: int = 63) -> str:
         """A GCP name for `part`: starts with a letter, at most `max_len` characters."""

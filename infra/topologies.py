@@ -29,12 +29,17 @@ from infra.components import (
 )
 from infra.components.vm import CLOUD_PLATFORM_SCOPE, LOGGING_SCOPES
 from infra.config import StackConfig
-from infra.naming import Namer
+from infra.naming import Namer, slug
 
 Outputs = dict[str, Any]
 
 VM_ROLES = ("roles/logging.logWriter", "roles/monitoring.metricWriter")
-APIS_BASE = ("compute.googleapis.com", "iam.googleapis.com")
+# cloudresourcemanager: the project-level IAM bindings go through it.
+APIS_BASE = (
+    "compute.googleapis.com",
+    "iam.googleapis.com",
+    "cloudresourcemanager.googleapis.com",
+)
 APIS_VM = ("iap.googleapis.com", "oslogin.googleapis.com")
 APIS_SQL = (
     "sqladmin.googleapis.com",
@@ -46,7 +51,9 @@ APIS_RUN = ("run.googleapis.com",)
 
 def _labels(cfg: StackConfig, stack: str) -> dict[str, str]:
     """User labels plus the two that tell who owns a resource."""
-    return {**cfg.access.labels, "managed-by": "super-spine-kit", "super-spine-stack": stack[:63]}
+    # Stack names may hold capitals, dots or slashes (org/project/stack); label values may not.
+    stack_label = slug(stack)[:63]
+    return {**cfg.access.labels, "managed-by": "super-spine-kit", "super-spine-stack": stack_label}
 
 
 def _apis(cfg: StackConfig, names: Namer) -> list[pulumi.Resource]:
@@ -70,8 +77,9 @@ def _network(cfg: StackConfig, names: Namer, deps: list[pulumi.Resource]) -> Net
         ssh_source_ranges=cfg.access.ssh_source_ranges,
         with_vm=cfg.has_vm,
         with_private_services=cfg.has_database,
+        depends_on=deps,
     )
-    return Network(names.logical("net"), args, pulumi.ResourceOptions(depends_on=deps))
+    return Network(names.logical("net"), args)
 
 
 def _identity(
@@ -86,8 +94,9 @@ def _identity(
         account_id=names.physical(workload, max_len=30),
         display_name=f"super-spine-kit {workload} ({names.stack})",
         project_roles=roles,
+        depends_on=deps,
     )
-    return ServiceIdentity(names.logical(workload), args, pulumi.ResourceOptions(depends_on=deps))
+    return ServiceIdentity(names.logical(workload), args)
 
 
 def _database(
@@ -109,7 +118,8 @@ def _database(
         labels=_labels(cfg, stack),
         deletion_protection=cfg.deletion_protection,
         accessors=[accessor.member],
-        depends_on=[net.private_services, *deps],
+        private_services=net.private_services,
+        depends_on=deps,
     )
     return Database(names.logical("sql"), args)
 
@@ -121,6 +131,7 @@ def _vm(
     identity: ServiceIdentity,
     stack: str,
     scopes: tuple[str, ...],
+    deps: list[pulumi.Resource],
 ) -> SpineVm:
     remote = None if cfg.agent.git_remote_is_secret else cfg.agent.git_remote
     args = SpineVmArgs(
@@ -135,8 +146,9 @@ def _vm(
         deletion_protection=cfg.deletion_protection,
         startup_script=scripts.startup_script(remote),
         shutdown_script=scripts.shutdown_script(),
+        depends_on=deps,
     )
-    return SpineVm(names.logical("vm"), args, pulumi.ResourceOptions(depends_on=[net]))
+    return SpineVm(names.logical("vm"), args)
 
 
 def _inventory(cfg: StackConfig, vm: SpineVm, db: Database | None) -> pulumi.Output[str]:
@@ -231,7 +243,7 @@ def build_cloudrun(cfg: StackConfig, names: Namer, stack: str) -> Outputs:
             password_secret_id=db.password_secret.id,
             labels=_labels(cfg, stack),
             deletion_protection=cfg.deletion_protection,
-            depends_on=[*db.grants, db.password_version],
+            depends_on=[*apis, *db.grants, db.password_version],
         ),
     )
     return {
@@ -247,7 +259,7 @@ def build_compute(cfg: StackConfig, names: Namer, stack: str) -> Outputs:
     apis = _apis(cfg, names)
     net = _network(cfg, names, apis)
     identity = _identity(cfg, names, "vm", VM_ROLES, apis)
-    vm = _vm(cfg, names, net, identity, stack, LOGGING_SCOPES)
+    vm = _vm(cfg, names, net, identity, stack, LOGGING_SCOPES, apis)
     return {
         "topology": cfg.topology,
         "network": net.network.name,
@@ -261,7 +273,7 @@ def build_hybrid(cfg: StackConfig, names: Namer, stack: str) -> Outputs:
     net = _network(cfg, names, apis)
     identity = _identity(cfg, names, "vm", VM_ROLES, apis)
     db = _database(cfg, names, net, identity, stack, apis)
-    vm = _vm(cfg, names, net, identity, stack, (CLOUD_PLATFORM_SCOPE,))
+    vm = _vm(cfg, names, net, identity, stack, (CLOUD_PLATFORM_SCOPE,), apis)
     return {
         "topology": cfg.topology,
         "network": net.network.name,

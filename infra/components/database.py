@@ -28,6 +28,10 @@ class DatabaseArgs:
     deletion_protection: bool
     # IAM members (e.g. "serviceAccount:...") that may connect and read the password.
     accessors: Sequence[pulumi.Input[str]] = field(default_factory=list)
+    # The peering the instance's private IP comes from.
+    private_services: pulumi.Resource | None = None
+    # Resources every child waits for (the project's APIs): a component's own depends_on
+    # is not inherited by its children.
     depends_on: Sequence[pulumi.Resource] = field(default_factory=list)
 
 
@@ -41,7 +45,7 @@ class Database(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(TYPE, name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+        child = pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on))
         sql = args.sql
 
         self.instance = gcp.sql.DatabaseInstance(
@@ -98,7 +102,7 @@ class Database(pulumi.ComponentResource):
                 parent=self,
                 protect=args.deletion_protection,
                 retain_on_delete=args.deletion_protection,
-                depends_on=list(args.depends_on),
+                depends_on=[*args.depends_on, *filter(None, [args.private_services])],
             ),
         )
         self.connection_name = self.instance.connection_name

@@ -17,6 +17,9 @@ class ServiceIdentityArgs:
     account_id: str
     display_name: str
     project_roles: Sequence[str] = field(default_factory=list)
+    # Resources every child waits for (the project's APIs): a component's own depends_on
+    # is not inherited by its children.
+    depends_on: Sequence[pulumi.Resource] = field(default_factory=list)
 
 
 class ServiceIdentity(pulumi.ComponentResource):
@@ -30,12 +33,13 @@ class ServiceIdentity(pulumi.ComponentResource):
         self, name: str, args: ServiceIdentityArgs, opts: pulumi.ResourceOptions | None = None
     ):
         super().__init__(TYPE, name, None, opts)
+        child = pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on))
         self.account = gcp.serviceaccount.Account(
             f"{name}-sa",
             account_id=args.account_id,
             display_name=args.display_name,
             project=args.project,
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=child,
         )
         self.email = self.account.email
         self.member = self.account.email.apply(lambda email: f"serviceAccount:{email}")
@@ -45,7 +49,7 @@ class ServiceIdentity(pulumi.ComponentResource):
                 project=args.project,
                 role=role,
                 member=self.member,
-                opts=pulumi.ResourceOptions(parent=self),
+                opts=child,
             )
             for role in args.project_roles
         ]

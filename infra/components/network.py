@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_gcp as gcp
@@ -21,6 +21,9 @@ class NetworkArgs:
     ssh_source_ranges: Sequence[str]
     with_vm: bool
     with_private_services: bool
+    # Resources every child waits for (the project's APIs): a component's own depends_on
+    # is not inherited by its children.
+    depends_on: Sequence[pulumi.Resource] = field(default_factory=list)
 
 
 class Network(pulumi.ComponentResource):
@@ -32,7 +35,7 @@ class Network(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(TYPE, name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+        child = pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on))
 
         self.network = gcp.compute.Network(
             f"{name}-vpc",

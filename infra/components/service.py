@@ -27,7 +27,8 @@ class CloudRunServiceArgs:
     password_secret_id: pulumi.Input[str]
     labels: Mapping[str, str]
     deletion_protection: bool
-    # IAM grants the revision needs at deploy time (secret access, SQL client).
+    # What every child waits for: the project's APIs, and the IAM grants the revision needs at
+    # deploy time (secret access, SQL client). Not inherited from the component's own options.
     depends_on: Sequence[pulumi.Resource] = field(default_factory=list)
 
 
@@ -117,7 +118,7 @@ class CloudRunService(pulumi.ComponentResource):
                 location=args.region,
                 role="roles/run.invoker",
                 member=member,
-                opts=pulumi.ResourceOptions(parent=self),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.depends_on)),
             )
             for index, member in enumerate(svc.invokers)
         ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_gcp as gcp
@@ -35,6 +35,9 @@ class SpineVmArgs:
     deletion_protection: bool
     startup_script: str
     shutdown_script: str
+    # Resources every child waits for (the project's APIs): a component's own depends_on
+    # is not inherited by its children.
+    depends_on: Sequence[pulumi.Resource] = field(default_factory=list)
 
 
 def scheduling(vm: VmConfig) -> gcp.compute.InstanceSchedulingArgs:
@@ -71,7 +74,8 @@ class SpineVm(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: SpineVmArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__(TYPE, name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+        deps = list(args.depends_on)
+        child = pulumi.ResourceOptions(parent=self, depends_on=deps)
         labels = dict(args.labels)
 
         # The data disk: its own resource, attached (never auto-deleted with the VM),
@@ -87,6 +91,7 @@ class SpineVm(pulumi.ComponentResource):
                 parent=self,
                 protect=args.deletion_protection,
                 retain_on_delete=args.deletion_protection,
+                depends_on=deps,
             ),
         )
         d = args.disk
@@ -179,7 +184,7 @@ class SpineVm(pulumi.ComponentResource):
                 # The data disk is attached read-write to one VM at a time: the old VM must be
                 # gone before its replacement can attach it.
                 delete_before_replace=True,
-                depends_on=[self.snapshot_attachment],
+                depends_on=[*deps, self.snapshot_attachment],
             ),
         )
         nics = self.instance.network_interfaces

@@ -149,11 +149,27 @@ def test_no_output_ever_holds_the_database_password(any_topology: tuple[str, Rec
         assert MOCK_PASSWORD not in json.dumps(component.registered_outputs)
 
 
+def test_every_resource_waits_for_the_project_apis(any_topology: tuple[str, Recording]) -> None:
+    """A component's depends_on is not inherited, so each child must carry it itself."""
+    _, recording = any_topology
+    services = {s.urn for s in recording.of_type("gcp:projects/service:Service")}
+    assert services
+    for resource in _custom(recording):
+        if resource.type not in ("gcp:projects/service:Service",):
+            assert services <= set(resource.dependencies), resource.name
+
+
 def test_labels_mark_owner_and_stack(any_topology: tuple[str, Recording]) -> None:
     _, recording = any_topology
     for resource in recording.of_type(DISK) + recording.of_type(INSTANCE):
         assert resource.inputs["labels"]["managed-by"] == "super-spine-kit"
         assert resource.inputs["labels"]["team"] == "platform"
+        assert resource.inputs["labels"]["super-spine-stack"] == "dev"
+
+
+def test_stack_label_is_a_valid_gcp_label() -> None:
+    recording = record("compute", stack="Acme/Spine/Prod.EU")
+    assert recording.one(DISK).inputs["labels"]["super-spine-stack"] == "acme-spine-prod-eu"
 
 
 # --- Network ------------------------------------------------------------------------------
