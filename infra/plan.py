@@ -157,6 +157,16 @@ SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
 }
 
 
+COMPONENT_ORDER = (
+    "ProjectApis",
+    "Network",
+    "ServiceIdentity",
+    "Database",
+    "SpineVm",
+    "CloudRunService",
+)
+
+
 def _flags(r: RecordedResource) -> str:
     flags = [
         name
@@ -184,8 +194,14 @@ def format_plan(recording: Recording, topology: str, stack: str) -> str:
     """A readable table: components first, children indented below their parent."""
     rows: list[tuple[str, str, str, str]] = []
 
+    def order(r: RecordedResource) -> tuple[int, str]:
+        # Registration order is asynchronous; print in a stable, readable order instead.
+        kind = r.type.removeprefix(f"{PROJECT_NAME}:infra:")
+        rank = COMPONENT_ORDER.index(kind) if kind in COMPONENT_ORDER else len(COMPONENT_ORDER)
+        return rank, r.name
+
     def walk(parent: str, depth: int) -> None:
-        for r in recording.resources:
+        for r in sorted(recording.resources, key=order):
             if r.parent == parent:
                 summary = SUMMARIES.get(r.type, lambda i: "")(r.inputs)
                 rows.append((_short_type(r.type), "  " * depth + r.name, _flags(r), summary))
@@ -211,7 +227,7 @@ def format_plan(recording: Recording, topology: str, stack: str) -> str:
         "",
         f"{custom} resources in {len(recording.resources) - custom} components.",
         "",
-        "Outputs:",
+        "Outputs (IDs, IPs and URLs are made up by the mocks):",
     ]
     for key in sorted(recording.outputs):
         value = recording.outputs[key]
@@ -226,7 +242,7 @@ def format_plan(recording: Recording, topology: str, stack: str) -> str:
         value = recording.outputs[key]
         if key not in recording.secret_outputs and isinstance(value, str) and "\n" in value:
             lines += ["", f"{key}:", *("  " + line for line in value.rstrip().splitlines())]
-    return "\n".join(lines) + "\n"
+    return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
 def read_stack_file(path: Path) -> dict[str, object]:
