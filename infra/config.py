@@ -11,6 +11,7 @@ a test keeps the two identical.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import json
 import re
@@ -104,6 +105,10 @@ class ConfigSource(Protocol):
 
     def is_secret(self, namespace: str, key: str) -> bool: ...
 
+    def set_keys(self) -> list[str]:
+        """Every full key that is set (`namespace:key`), to catch misspelt ones."""
+        ...
+
 
 @dataclass(frozen=True)
 class DictSource:
@@ -121,6 +126,9 @@ class DictSource:
     def is_secret(self, namespace: str, key: str) -> bool:
         return f"{namespace}:{key}" in self.secret_keys
 
+    def set_keys(self) -> list[str]:
+        return list(self.values)
+
 
 class PulumiSource:
     """Config from the running Pulumi program (stack file, Pulumi.yaml defaults, env)."""
@@ -134,6 +142,11 @@ class PulumiSource:
         import pulumi.runtime
 
         return bool(pulumi.runtime.is_config_secret(f"{namespace}:{key}"))
+
+    def set_keys(self) -> list[str]:
+        from pulumi.runtime import config
+
+        return sorted({*config.CONFIG.get(), *config.get_config_env()})
 
 
 @dataclass(frozen=True)
@@ -587,9 +600,26 @@ def _subnet(r: _Reader) -> str:
     return cidr
 
 
+def _known_keys(r: _Reader) -> None:
+    """A misspelt key would silently fall back to its default: refuse it instead."""
+    prefix = f"{PROJECT_NAME}:"
+    for full in r.source.set_keys():
+        name = full.removeprefix(prefix)
+        if full.startswith(prefix) and name not in DEFAULTS:
+            close = difflib.get_close_matches(name, DEFAULTS, n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise ConfigError(
+                full,
+                "<set>",
+                f"{hint}the keys of Pulumi.yaml and docs/infra.md ({', '.join(DEFAULTS)})",
+                secret=True,
+            )
+
+
 def load_config(source: ConfigSource | None = None) -> StackConfig:
     """Read and validate the whole stack config; raise ConfigError on the first bad value."""
     r = _Reader(source if source is not None else PulumiSource())
+    _known_keys(r)
     topology = r.choice("topology", TOPOLOGIES)
     return StackConfig(
         topology=topology,

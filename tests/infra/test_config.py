@@ -272,6 +272,12 @@ def test_each_bad_service_value_is_one_clear_error(
         assert fragment in message
 
 
+def test_misspelt_key_is_refused_with_a_suggestion() -> None:
+    message = _error(diskTpye="pd-ssd")
+    assert message.startswith("config super-spine-kit:diskTpye=<secret>")
+    assert "did you mean diskType?" in message
+
+
 def test_service_settings_are_not_required_without_cloud_run() -> None:
     assert config_of("compute", serviceImage=None).service.image is None
 
