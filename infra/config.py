@@ -528,11 +528,12 @@ def _agent(r: _Reader) -> AgentConfig:
     remote = r.string("gitRemote")
     if remote is not None:
         secret = r.secret("gitRemote")
-        if not remote.startswith(_GIT_SCHEMES):
+        # It lands in agent.yaml (a quoted YAML string) and in shell scripts: keep it plain.
+        if not remote.startswith(_GIT_SCHEMES) or not re.fullmatch(r"[^\s\"'\\`$]+", remote):
             raise ConfigError(
                 r.full("gitRemote"),
                 remote,
-                "a file://, git://, ssh:// or https:// URL",
+                "a file://, git://, ssh:// or https:// URL without spaces, quotes, ` or $",
                 secret=secret,
             )
         # The agent reads credentials from files (docs/contracts.md), never from the URL.

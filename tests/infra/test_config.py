@@ -210,6 +210,10 @@ ERRORS = {
         {"sqlHighAvailability": "on"},
         ["sqlHighAvailability='on'", "true or false"],
     ),
+    "git-remote-quote": (
+        {"gitRemote": 'https://github.com/a/b".git'},
+        ["gitRemote='https://github.com/a/b\".git'", "without spaces, quotes"],
+    ),
     "git-remote-scheme": (
         {"gitRemote": "http://github.com/a/b.git"},
         ["gitRemote='http://github.com/a/b.git'", "https://"],
