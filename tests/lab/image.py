@@ -225,4 +225,6 @@ def _configure(rootfs: Path, work: Path) -> None:
         f"mount --bind /dev {rootfs}/dev && chroot {rootfs} /bin/sh -c \"$1\""
     )
     _run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
-          recipe.CONFIGURE_SCRIPT])
+          recipe.CONFIGURE_SCRIPT],
+         env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+              "MASKED_UNITS": " ".join(recipe.MASKED_UNITS)})

@@ -31,7 +31,7 @@ def vm(lab_dir: Path) -> Iterator[LabVM]:
     try:
         yield machine
     finally:
-        machine.kill() if machine.running else None
+        machine.powerdown()
         assert not machine.running
 
 
