@@ -20,10 +20,36 @@ from typing import Any
 from bootstrap.records import PersistenceClass
 from bootstrap.storage import HybridStorage
 
-from .common import CRITICAL_COLLECTIONS, agent_config, dir_bytes, loadavg, make_values
+from .common import (
+    CRITICAL_COLLECTIONS,
+    PhaseTimer,
+    agent_config,
+    dir_bytes,
+    loadavg,
+    make_values,
+)
 
 CHANGES = (10, 100, 1_000, 10_000)
 REPEATS = 3
+# Steps of backup_git() timed apart (private names of the agent: skipped if they change).
+STORAGE_STEPS = ("_collect_git_changes", "_critical_files", "_write_dirty_files")
+GIT_STEPS = ("commit_changes", "commit_snapshot", "squash_history", "_write_commit")
+
+
+def install_timer(storage: HybridStorage) -> PhaseTimer:
+    timer = PhaseTimer()
+    for step in STORAGE_STEPS:
+        timer.wrap(storage, step)
+    for step in GIT_STEPS:
+        timer.wrap(storage.git, step, f"git.{step}")
+    return timer
+
+
+def median_steps(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Milliseconds per step, median over the runs."""
+    if not runs:
+        return {}
+    return {k: round(statistics.median(r[k] for r in runs) * 1000, 1) for k in runs[0]}
 
 
 def make_remote(path: Path) -> str:
@@ -59,12 +85,17 @@ def change(storage: HybridStorage, ids: list[tuple[str, str]], count: int,
     storage.sync()
 
 
-def timed_backup(storage: HybridStorage) -> tuple[float, bool]:
-    """Seconds for backup_git(push=False), and whether it wrote a fresh snapshot."""
+def timed_backup(
+    storage: HybridStorage, timer: PhaseTimer | None = None
+) -> tuple[float, bool, dict[str, float]]:
+    """Seconds for backup_git(push=False), whether it wrote a fresh snapshot, and its steps."""
     snapshot_due = storage.git.needs_snapshot()
+    if timer is not None:
+        timer.seconds = dict.fromkeys(timer.seconds, 0.0)
     started = time.perf_counter()
     storage.backup_git(push=False)
-    return time.perf_counter() - started, snapshot_due
+    seconds = time.perf_counter() - started
+    return seconds, snapshot_due, dict(timer.seconds) if timer is not None else {}
 
 
 def timed_push(storage: HybridStorage) -> float:
@@ -77,27 +108,30 @@ def timed_push(storage: HybridStorage) -> float:
 def backup_series(root: Path, total: int, changes: tuple[int, ...],
                   compaction: bool) -> tuple[dict[str, Any], HybridStorage]:
     """Run the series at one total; return the results and the (open) storage."""
-    values = make_values(seed=total)
-    other = make_values(seed=total + 1)
+    values = make_values(total, seed=1)  # one distinct value per record
+    other = make_values(total, seed=2)  # the new values changed records get
     rng = random.Random(total)
     remote = make_remote(root / "remote.git")
     storage = HybridStorage(agent_config(root, remote=remote))
     storage.initialize()
+    timer = install_timer(storage)
     ids = record_ids(total)
     out: dict[str, Any] = {"records": total, "fill_s": round(fill(storage, ids, values), 3)}
-    seconds, _ = timed_backup(storage)
+    seconds, _, steps = timed_backup(storage, timer)
     out["initial_snapshot_s"] = round(seconds, 3)
+    out["initial_snapshot_steps_ms"] = median_steps([steps])
     out["initial_push_s"] = round(timed_push(storage), 3)
     rows = []
     for count in changes:
-        commits, pushes, snapshots = [], [], 0
+        commits, pushes, snapshots, step_runs = [], [], 0, []
         for _ in range(REPEATS):
             change(storage, ids, count, other, rng)
-            seconds, snap = timed_backup(storage)
+            seconds, snap, steps = timed_backup(storage, timer)
             if snap:
                 snapshots += 1  # a compaction, not a segment: reported apart
             else:
                 commits.append(seconds)
+                step_runs.append(steps)
             pushes.append(timed_push(storage))
         rows.append(
             {
@@ -106,6 +140,7 @@ def backup_series(root: Path, total: int, changes: tuple[int, ...],
                 "commit_ms_all": [round(s * 1000, 1) for s in commits],
                 "push_ms": round(statistics.median(pushes) * 1000, 1),
                 "snapshots_taken": snapshots,
+                "steps_ms": median_steps(step_runs),
             }
         )
     out["series"] = rows
@@ -117,12 +152,13 @@ def backup_series(root: Path, total: int, changes: tuple[int, ...],
             segments_needed += 1
         segments = len(storage.git.state.segments)
         change(storage, ids, 100, other, rng)
-        seconds, snap = timed_backup(storage)
+        seconds, snap, steps = timed_backup(storage, timer)
         assert snap, "needs_snapshot() said a snapshot was due"
         out["compaction"] = {
             "segments_before": segments,
             "backups_to_reach_it": segments_needed,
             "snapshot_backup_ms": round(seconds * 1000, 1),
+            "steps_ms": median_steps([steps]),
             "push_after_ms": round(timed_push(storage) * 1000, 1),
         }
     out["repo_bytes"] = dir_bytes(root / "backup.git")

@@ -7,6 +7,7 @@ same loop; a side-by-side comparison is only fair if nothing else differs.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 import statistics
@@ -14,8 +15,6 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-
-import orjson
 
 from bootstrap.config import AgentConfig, config_from_mapping
 
@@ -25,23 +24,40 @@ CRITICAL_COLLECTIONS = ("agents", "subscriptions", "tasks", "access")
 BRANCH = "backup/bench"
 
 
+WORDS = (
+    "gpu", "tts", "asr", "llm", "vision", "batch", "spot", "preemptible", "europe", "west1",
+    "zone-b", "pool-a", "pool-b", "canary", "stable", "beta", "ready", "warm", "cold", "drain",
+    "queue", "shard", "replica", "primary", "edge", "core", "ingest", "export", "audit", "ops",
+    "blue", "green",
+)
+
+
+@functools.cache
 def make_values(count: int = VALUE_VARIANTS, seed: int = 7) -> list[bytes]:
-    """Compact JSON documents of exactly VALUE_BYTES bytes, shaped like a Super Spine agent."""
+    """Distinct compact JSON documents of exactly VALUE_BYTES bytes, shaped like a Super Spine
+    agent record: unique ids, random hosts and numbers, tags from a small vocabulary. Not a
+    handful of repeated values: that would flatter zlib and distort git's delta search."""
     rng = random.Random(seed)
+    statuses = ("active", "idle", "draining")
     values = []
     for i in range(count):
-        doc: dict[str, Any] = {
-            "id": f"agent-{i:06d}",
-            "host": f"vm-{rng.randrange(1 << 32):08x}.europe-west1-b",
-            "status": rng.choice(["active", "idle", "draining"]),
-            "caps": ["gpu", "tts", "asr"][: 1 + i % 3],
-            "load": round(rng.random(), 3),
-            "seen": 1763790000.0 + i,
-            "pad": "",
-        }
-        short = VALUE_BYTES - len(orjson.dumps(doc))
-        doc["pad"] = "x" * max(0, short)
-        values.append(orjson.dumps(doc))
+        head = (
+            f'{{"id":"agent-{seed}-{i:07d}","host":"vm-{rng.getrandbits(32):08x}.europe-west1-b",'
+            f'"status":"{rng.choice(statuses)}","load":{round(rng.random(), 3)!r},'
+            f'"seen":{round(1763790000 + rng.random() * 86400, 3)!r},"tags":['
+        )
+        tags: list[str] = []
+        size = len(head) + 1  # + "]"
+        while True:
+            word = rng.choice(WORDS)
+            extra = len(word) + 2 + (1 if tags else 0)
+            if size + extra > VALUE_BYTES - 10:  # room for ,"p":"x"}
+                break
+            tags.append(f'"{word}"')
+            size += extra
+        pad = VALUE_BYTES - size - 8  # ,"p":"" and }
+        text = head + ",".join(tags) + f'],"p":"{rng.getrandbits(4 * pad):0{pad}x}"}}'
+        values.append(text.encode())
     return values
 
 
@@ -151,3 +167,33 @@ def dir_bytes(path: Path) -> int:
             with contextlib.suppress(OSError):  # a file removed under us
                 total += os.lstat(os.path.join(base, name)).st_size
     return total
+
+
+class PhaseTimer:
+    """Wall time spent inside chosen methods of one object, by wrapping them on the instance.
+
+    Bench-side only (the agent is not edited): it breaks a restore or a backup down into its
+    steps. A method the agent no longer has is skipped, so a refactor does not break the bench.
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def wrap(self, obj: object, method: str, label: str | None = None) -> None:
+        inner = getattr(obj, method, None)
+        if inner is None or not callable(inner):
+            return
+        name = label or method
+        self.seconds.setdefault(name, 0.0)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                self.seconds[name] += time.perf_counter() - started
+
+        setattr(obj, method, timed)
+
+    def rounded(self, digits: int = 4) -> dict[str, float]:
+        return {k: round(v, digits) for k, v in self.seconds.items()}

@@ -137,6 +137,15 @@ def markdown(results: dict[str, Any]) -> str:
         f"push after it {_f(comp.get('push_after_ms'))} ms. Backup repository: "
         f"{b['100k']['repo_bytes'] / 1e6:.1f} MB.")
     add("")
+    def steps_text(steps: dict[str, float]) -> str:
+        return ", ".join(f"`{k}` {_f(v)} ms" for k, v in steps.items() if v)
+
+    if big[100].get("steps_ms"):
+        line = f"Where a 100-change backup at 100k goes: {steps_text(big[100]['steps_ms'])}"
+        if comp.get("steps_ms"):
+            line += f"; the compaction: {steps_text(comp['steps_ms'])}"
+        add(line + " (steps nest).")
+        add("")
     rs = results["restore"]
     add("**Restore** (`initialize()`, whole; page cache warm)")
     add("")
@@ -146,6 +155,10 @@ def markdown(results: dict[str, Any]) -> str:
         r = rs[size]
         add(f"| {r['records']:,} | {r['warm_files']['median_s']:.2f} "
             f"| {r['git_local']['median_s']:.2f} | {r['git_clone']['median_s']:.2f} |")
+    add("")
+    for source, detail in rs["100k"].get("steps_s", {}).items():
+        add(f"100k from {source.replace('_', ' ')}: "
+            + ", ".join(f"`{k}` {v:.2f} s" for k, v in detail.items() if v >= 0.01) + ".")
     add("")
     m = results["rss"]
     add("**Memory at 100k records**")

@@ -16,7 +16,7 @@ from typing import Any
 
 from bootstrap.storage import HybridStorage
 
-from .common import agent_config, loadavg, seconds_median
+from .common import PhaseTimer, agent_config, loadavg, seconds_median
 
 REPEATS = 3
 
@@ -27,8 +27,21 @@ def _close_quietly(storage: HybridStorage) -> None:
     storage.git.close()
 
 
-def timed_initialize(root: Path, remote: str | None, expect: int, source: str) -> float:
+# Steps of initialize() timed apart (private names of the agent: skipped if they change).
+STORAGE_STEPS = ("_load_files", "_merge_newer_git", "_load_git", "_apply_git_records",
+                 "_replay_journal", "_ensure_views")
+GIT_STEPS = ("open", "fetch", "read_tip", "read_all", "_read_blobs")
+
+
+def timed_initialize(
+    root: Path, remote: str | None, expect: int, source: str, phases: list[dict[str, float]]
+) -> float:
     storage = HybridStorage(agent_config(root, remote=remote))
+    timer = PhaseTimer()
+    for step in STORAGE_STEPS:
+        timer.wrap(storage, step)
+    for step in GIT_STEPS:
+        timer.wrap(storage.git, step, f"git.{step}")
     started = time.perf_counter()
     got = storage.initialize()
     seconds = time.perf_counter() - started
@@ -39,28 +52,39 @@ def timed_initialize(root: Path, remote: str | None, expect: int, source: str) -
             )
     finally:
         _close_quietly(storage)
+    phases.append(timer.rounded())
     return seconds
 
 
 def restore_size(base: Path, scratch: Path, expect: int) -> dict[str, Any]:
     remote = (base / "remote.git").as_uri()
     warm, local, clone = [], [], []
+    steps: dict[str, list[dict[str, float]]] = {"warm_files": [], "git_local": [], "git_clone": []}
     for i in range(REPEATS):
-        warm.append(timed_initialize(base, remote, expect, "files"))
+        warm.append(timed_initialize(base, remote, expect, "files", steps["warm_files"]))
         local_root = scratch / f"local-{i}"
         local_root.mkdir(parents=True)
         shutil.copytree(base / "backup.git", local_root / "backup.git", symlinks=True)
-        local.append(timed_initialize(local_root, remote, expect, "git-local"))
+        local.append(
+            timed_initialize(local_root, remote, expect, "git-local", steps["git_local"])
+        )
         shutil.rmtree(local_root)
         clone_root = scratch / f"clone-{i}"
         clone_root.mkdir(parents=True)
-        clone.append(timed_initialize(clone_root, remote, expect, "git-remote"))
+        clone.append(
+            timed_initialize(clone_root, remote, expect, "git-remote", steps["git_clone"])
+        )
         shutil.rmtree(clone_root)
     return {
         "records": expect,
         "warm_files": seconds_median(warm),
         "git_local": seconds_median(local),
         "git_clone": seconds_median(clone),
+        # per step, the sample whose total was the median (steps nest: _load_git holds fetch)
+        "steps_s": {
+            name: runs[sorted(range(len(runs)), key=lambda j: times[j])[len(runs) // 2]]
+            for (name, runs), times in zip(steps.items(), (warm, local, clone), strict=True)
+        },
     }
 
 

@@ -17,7 +17,8 @@ from typing import Any
 import orjson
 import psutil
 
-from .common import loadavg
+from .backup import record_ids
+from .common import loadavg, make_values
 from .peers import SocketAgent, preload_redis
 from .servers import AgentDaemon, RedisServer
 
@@ -33,15 +34,15 @@ def child(mode: str, root: Path) -> dict[str, Any]:
     """In a fresh interpreter: RSS after imports, then after loading 100k records."""
     from bootstrap.storage import HybridStorage
 
-    from .backup import fill, record_ids
-    from .common import agent_config, make_values
+    from .backup import fill
+    from .common import agent_config
 
     base = _rss()
     storage = HybridStorage(agent_config(root))
     started = time.perf_counter()
     storage.initialize()
     if mode == "put":
-        fill(storage, record_ids(100_000), make_values())
+        fill(storage, record_ids(100_000), make_values(100_000, seed=1))
     seconds = time.perf_counter() - started
     after = _rss()
     return {
@@ -85,15 +86,13 @@ def run_rss(backup_root: Path, scratch: Path) -> dict[str, Any]:
             "rss_mb": round(loaded / MB, 1),
             "rss_after_gets_mb": round(daemon.rss_bytes() / MB, 1),
         }
-    from .backup import record_ids
-    from .common import make_values
-
     with RedisServer(scratch, "everysec") as server:
         ids = record_ids(100_000)
-        values = make_values(seed=100_000)
-        for collection in {c for c, _ in ids}:
-            keys = [k for c, k in ids if c == collection]
-            preload_redis(server.client(), collection, keys, values)
+        values = make_values(100_000, seed=1)  # the records the agent holds
+        for collection in sorted({c for c, _ in ids}):
+            mine = [j for j, (c, _) in enumerate(ids) if c == collection]
+            keys = [ids[j][1] for j in mine]
+            preload_redis(server.client(), collection, keys, [values[j] for j in mine])
         out["redis_100k_mb"] = round(server.rss_bytes() / MB, 1)
     out["load"] = loadavg()
     print(f"  rss: done in {time.perf_counter() - started:.1f}s, load {loadavg()}")
