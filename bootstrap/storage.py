@@ -763,14 +763,24 @@ class HybridStorage:
         """Files exist; a git backup newer than them (e.g. the disk came from an old snapshot)
         contributes only records changed after the files were written."""
         local_time = self.files.written_at or 0.0
-        if self.git.state.head is not None and self.git.state.written_at > local_time:
+        if self.git.state.head is None:
+            return
+        if self.files.lost:
+            # A quarantined file's records are gone from the warm tier: the git backup is the
+            # newest copy left of them, whatever its age.
+            self._apply_git_records(since=None, only=set(self.files.lost))
+        if self.git.state.written_at > local_time:
             self._apply_git_records(since=local_time)
 
-    def _apply_git_records(self, since: float | None) -> None:
+    def _apply_git_records(self, since: float | None, only: set[str] | None = None) -> None:
         """Load the snapshot, then replay change segments in order (later wins). With `since`,
-        only what is newer than that moment is applied (never older over newer)."""
+        only what is newer than that moment is applied (never older over newer); with `only`,
+        only those warm files' records."""
         snapshot, changes = self.git.read_tip()
         snapshot_at = self.git.state.snapshot_at
+        if only is not None:
+            snapshot = {name: blob for name, blob in snapshot.items() if name in only}
+            changes = [rec for rec in changes if rec.file in only]
         with self._lock:
             if since is None or snapshot_at > since:
                 for name, blob in snapshot.items():

@@ -98,6 +98,7 @@ class FilesTier:
         self.quarantine_dir = root / QUARANTINE_DIR
         self.written_at: float | None = None
         self._manifest: dict[str, dict[str, int]] = {}
+        self.lost: list[str] = []  # data files quarantined by the last load()
 
     @staticmethod
     def file_name(collection: str, cls_override: str | None) -> str:
@@ -169,6 +170,7 @@ class FilesTier:
         """(collection, class override, records) per warm file; corrupt files are quarantined
         and skipped."""
         self._manifest = {}
+        self.lost = []
         manifest_path = self.root / MANIFEST_NAME
         recorded: dict[str, dict[str, int]] = {}
         if manifest_path.exists():
@@ -215,6 +217,8 @@ class FilesTier:
         self.quarantine_dir.mkdir(exist_ok=True)
         target = self.quarantine_dir / f"{path.name}.{time.strftime('%Y%m%dT%H%M%S')}"
         os.replace(path, target)
+        if path.name != MANIFEST_NAME:
+            self.lost.append(path.name)
         log.error(
             "quarantined a corrupt file",
             extra={"file": path.name, "reason": reason, "moved_to": str(target)},
