@@ -202,6 +202,9 @@ class Agent:
                 stdin=subprocess.DEVNULL,
                 env=clean_env(**self.env),
                 cwd=self.workdir,
+                # Its own session: a ^C (or a SIGINT to pytest's process group) must not
+                # reach the agent; only the signals a test sends do.
+                start_new_session=True,
             )
         if wait:
             self.wait_ready()
