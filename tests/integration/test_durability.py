@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -222,3 +223,51 @@ def test_sigterm_runs_final_backup_within_stop_budget(
     done = [e for e in agent.logs() if e["msg"] == "shutdown backup done"]
     assert len(done) == 1 and done[0]["pushed"] is True
     assert done[0]["commit"] == tip
+
+
+@pytest.mark.slow
+def test_sigterm_with_a_hanging_remote_still_exits_within_stop_budget(
+    agents: AgentFactory, remote: BareRemote
+) -> None:
+    """A remote that accepts the connection and never answers (a black hole) must not hold the
+    shutdown past the budget: the push is cut off, the data stays safe locally."""
+    budget = 8.0
+    agent = agents.new(stop_budget="8s", git={"remote": remote.url, "branch": "backup/hang"})
+    agent.start()
+    assert agent.client().put("agents", "first", {"n": 1}).status == 200
+    assert agent.stop() == 0  # the local backup now has a head: no fetch at the next start
+
+    black_hole = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    black_hole.bind(("127.0.0.1", 0))
+    black_hole.listen(16)  # the kernel completes handshakes; nobody ever reads or answers
+    try:
+        port = black_hole.getsockname()[1]
+        agent.config["git"]["remote"] = f"git://127.0.0.1:{port}/backup.git"
+        agent.start()
+        client = agent.client()
+        late = {f"k{i}": {"i": i} for i in range(20)}
+        for key, value in late.items():
+            assert client.put("agents", key, value).status == 200
+        client.close()
+        assert agent.proc is not None
+        started = time.monotonic()
+        agent.proc.terminate()
+        rc = agent.proc.wait(60)
+        elapsed = time.monotonic() - started
+    finally:
+        black_hole.close()
+    assert rc == 0, agent.output()
+    assert elapsed < budget, f"stop took {elapsed:.2f}s with a hanging remote, budget {budget}s"
+    done = [e for e in agent.logs() if e["msg"] == "shutdown backup done"]
+    assert len(done) == 1 and done[0]["pushed"] is False and done[0]["commit"]
+    print(f"stop with a hanging remote: {elapsed:.2f}s (shutdown backup {done[0]['seconds']}s)")
+
+    # Nothing was lost: the records are in the warm files and the local git backup.
+    agent.config["git"]["remote"] = remote.url
+    agent.start()
+    client = agent.client()
+    assert client.records("agents") == {"first": {"n": 1}, **late}
+    assert client.post("backup").json()["pushed"] is True
+    client.close()
+    assert agent.stop() == 0
+    assert remote.records("backup/hang")["agents"] == {"first": {"n": 1}, **late}
