@@ -365,7 +365,9 @@ class HybridStorage:
                 self._age_memory(now, report)
                 self._evict_blocked = False
                 if self._bytes > self.config.memory_limit:
-                    self._evict_for_limit()
+                    # This is the pass: asking for another one would loop while git-dirty records
+                    # hold memory (only a git backup cleans them).
+                    self._evict_for_limit(ask_for_pass=False)
             self.counters.tier_passes += 1
         report.seconds = time.perf_counter() - started
         if self.config.tiering.enabled and self._git_due():
@@ -479,7 +481,7 @@ class HybridStorage:
             and entry.loc is not None
         )
 
-    def _evict_for_limit(self) -> None:
+    def _evict_for_limit(self, ask_for_pass: bool = True) -> None:
         """Over the limit: drop clean records, cache first, then least recently used."""
         target = int(self.config.memory_limit * EVICT_TO_FRACTION)
         candidates = []
@@ -504,7 +506,7 @@ class HybridStorage:
         if self._bytes > self.config.memory_limit:
             # What is left is dirty: never dropped. Stop rescanning until a pass cleans it.
             self._evict_blocked = True
-            if self.on_pressure is not None:
+            if ask_for_pass and self.on_pressure is not None:
                 self.on_pressure()  # ask for an early pass: it makes dirty records clean
             log.warning(
                 "memory limit exceeded by dirty records; waiting for the next pass",

@@ -205,7 +205,13 @@ class Journal:
         return dropped
 
     def size_bytes(self) -> int:
-        return sum(p.stat().st_size for _, p in self._segments() if p.exists())
+        total = 0
+        for _, path in self._segments():
+            try:
+                total += path.stat().st_size
+            except FileNotFoundError:  # a checkpoint dropped it meanwhile (status vs. tiering)
+                continue
+        return total
 
     def close(self) -> None:
         if self._fd >= 0:
