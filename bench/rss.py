@@ -8,6 +8,7 @@ so nothing the bench itself allocated is counted. The daemon is `spine-agent run
 from __future__ import annotations
 
 import gc
+import multiprocessing as mp
 import subprocess
 import sys
 import time
@@ -34,15 +35,20 @@ def child(mode: str, root: Path) -> dict[str, Any]:
     """In a fresh interpreter: RSS after imports, then after loading 100k records."""
     from bootstrap.storage import HybridStorage
 
-    from .backup import fill
     from .common import agent_config
 
+    # The bench's own ids and values exist before the baseline, so only the agent's copies
+    # count. put_json without canonical= parses and re-encodes each value, as the socket API
+    # does: the agent holds fresh bytes, not references to ours.
+    ids = record_ids(100_000) if mode == "put" else []
+    values = make_values(100_000, seed=1) if mode == "put" else []
     base = _rss()
     storage = HybridStorage(agent_config(root))
     started = time.perf_counter()
     storage.initialize()
-    if mode == "put":
-        fill(storage, record_ids(100_000), make_values(100_000, seed=1))
+    for (collection, key), value in zip(ids, values, strict=True):
+        storage.put_json(collection, key, value, wait=False)
+    storage.sync()
     seconds = time.perf_counter() - started
     after = _rss()
     return {
@@ -66,6 +72,48 @@ def _run_child(mode: str, root: Path) -> dict[str, Any]:
     return dict(orjson.loads(proc.stdout.splitlines()[-1]))
 
 
+PUT_CLIENTS = 8
+
+
+def _put_worker(socket: Path, ids: list[tuple[str, str]], values: list[bytes]) -> None:
+    client = SocketAgent(socket, "stats")  # collection replaced per record below
+    for (collection, key), value in zip(ids, values, strict=True):
+        client.prefix = f"/v1/records/{collection}/"
+        client.put(key, value)
+    client.close()
+
+
+def put_over_socket(daemon: AgentDaemon) -> dict[str, Any]:
+    """100k session-class puts over the socket from PUT_CLIENTS processes, then RSS.
+
+    Session class (no per-put fdatasync) keeps this under a minute; a record costs the same
+    memory in either class. The records are the same as the critical set, in `stats`-style
+    session collections named after the critical ones plus `-s`.
+    """
+    ids = [(f"{c}-s", k) for c, k in record_ids(100_000)]
+    values = make_values(100_000, seed=1)
+    ctx = mp.get_context("fork")
+    procs = [
+        ctx.Process(target=_put_worker, args=(daemon.socket, ids[i::PUT_CLIENTS],
+                                              values[i::PUT_CLIENTS]))
+        for i in range(PUT_CLIENTS)
+    ]
+    started = time.perf_counter()
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join()
+    seconds = time.perf_counter() - started
+    if any(proc.exitcode != 0 for proc in procs):
+        raise RuntimeError("a put worker failed")
+    return {
+        "puts": len(ids),
+        "seconds": round(seconds, 2),
+        "ops_s": round(len(ids) / seconds, 1),
+        "rss_mb": round(daemon.rss_bytes() / MB, 1),
+    }
+
+
 def run_rss(backup_root: Path, scratch: Path) -> dict[str, Any]:
     started = time.perf_counter()
     source = backup_root / "100k"
@@ -76,6 +124,7 @@ def run_rss(backup_root: Path, scratch: Path) -> dict[str, Any]:
     empty.mkdir(parents=True)
     with AgentDaemon(empty) as daemon:
         out["daemon_empty_mb"] = round(daemon.rss_bytes() / MB, 1)
+        out["daemon_100k_puts"] = put_over_socket(daemon)
     with AgentDaemon(source) as daemon:
         loaded = daemon.rss_bytes()
         client = SocketAgent(daemon.socket, "agents")
