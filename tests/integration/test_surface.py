@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import stat
+import threading
 import time
 from pathlib import Path
 
@@ -149,3 +150,41 @@ def test_second_agent_on_the_same_socket_refuses_to_start(agents: AgentFactory) 
     first.start()
     assert first.client().records("agents") == {"before": {"n": 1}, "after": {"n": 2}}
     assert first.stop() == 0
+
+
+def test_status_and_metrics_stay_up_while_passes_checkpoint_the_journal(
+    agents: AgentFactory,
+) -> None:
+    """Scrapes race the tiering thread dropping journal segments: never a 500."""
+    agent = agents.new(tiering={"file_backup_interval": "50ms"}).start()
+    stop = threading.Event()
+    put_errors: list[int] = []
+
+    def writer() -> None:
+        client = agent.client()
+        i = 0
+        while not stop.is_set():
+            i += 1
+            status = client.put("stats", f"k{i % 200}", {"i": i}).status
+            if status != 200:
+                put_errors.append(status)
+        client.close()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    client = agent.client()
+    try:
+        failures = []
+        for i in range(400):
+            path = "/metrics" if i % 2 else "/v1/status"
+            reply = client.request("GET", path)
+            if reply.status != 200:
+                failures.append((path, reply.status))
+    finally:
+        stop.set()
+        thread.join(60)
+    assert failures == []
+    assert put_errors == []
+    passes = sum(e["msg"] == "tiering pass" for e in agent.logs())
+    assert passes > 5, "the scrapes did not overlap any tiering pass"
+    assert agent.stop() == 0
