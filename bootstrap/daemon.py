@@ -111,6 +111,7 @@ def run_daemon(config: AgentConfig) -> int:
             timeout_graceful_shutdown=2,
             server_header=False,
             date_header=False,
+            proxy_headers=False,
         )
     )
 
