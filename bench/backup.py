@@ -24,6 +24,7 @@ from .common import (
     CRITICAL_COLLECTIONS,
     PhaseTimer,
     agent_config,
+    check_stop,
     dir_bytes,
     loadavg,
     make_values,
@@ -77,6 +78,7 @@ def fill(storage: HybridStorage, ids: list[tuple[str, str]], values: list[bytes]
 
 def change(storage: HybridStorage, ids: list[tuple[str, str]], count: int,
            values: list[bytes], rng: random.Random) -> None:
+    check_stop()
     for collection, key in rng.sample(ids, count):
         storage.put_json(
             collection, key, values[rng.randrange(len(values))], PersistenceClass.CRITICAL,

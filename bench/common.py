@@ -97,6 +97,21 @@ def agent_config_yaml(root: Path, socket: Path) -> str:
     )
 
 
+_stop_signal: list[int] = []
+
+
+def request_stop(signum: int, frame: object = None) -> None:
+    """SIGTERM/SIGINT handler: remember, then raise. An exception raised while the process
+    forks can be swallowed by the interpreter, so loops also call check_stop()."""
+    _stop_signal.append(signum)
+    raise SystemExit(128 + signum)
+
+
+def check_stop() -> None:
+    if _stop_signal:
+        raise SystemExit(128 + _stop_signal[0])
+
+
 def pct(sorted_ns: Sequence[int], q: float) -> float:
     """Percentile (nearest rank) of sorted nanoseconds, in microseconds."""
     if not sorted_ns:
@@ -113,6 +128,7 @@ def time_ops(
     warmup: int = 200,
 ) -> dict[str, float]:
     """Time each call of op(key); stop at max_ops or max_seconds. Returns p50/p99/ops_s/n."""
+    check_stop()
     nkeys = len(keys)
     for i in range(min(warmup, max_ops)):
         op(keys[i % nkeys])

@@ -115,6 +115,11 @@ def markdown(results: dict[str, Any]) -> str:
     add("**Throughput with concurrent clients** (processes for servers, threads in-process; "
         f"{results['throughput_duration_s']:g} s per sample)")
     add("")
+    add("Each client opens its own connection, warms up, waits on a barrier, then loops for the "
+        "sample time; ops/s is all clients' ops over the span from the first start to the last "
+        "finish, p50/p99 are over every op of every client, and server CPU is the server "
+        "process's user+sys time per op (psutil).")
+    add("")
     add("| system | op | clients | ops/s | p50 µs | p99 µs | server CPU µs/op |")
     add("|---|---|---:|---:|---:|---:|---:|")
     for r in results["throughput"]:

@@ -16,7 +16,7 @@ from typing import Any
 
 from bootstrap.storage import HybridStorage
 
-from .common import PhaseTimer, agent_config, loadavg, seconds_median
+from .common import PhaseTimer, agent_config, check_stop, loadavg, seconds_median
 
 REPEATS = 3
 
@@ -36,6 +36,7 @@ GIT_STEPS = ("open", "fetch", "read_tip", "read_all", "_read_blobs")
 def timed_initialize(
     root: Path, remote: str | None, expect: int, source: str, phases: list[dict[str, float]]
 ) -> float:
+    check_stop()
     storage = HybridStorage(agent_config(root, remote=remote))
     timer = PhaseTimer()
     for step in STORAGE_STEPS:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import multiprocessing as mp
+import signal
 import subprocess
 import sys
 import time
@@ -76,6 +77,8 @@ PUT_CLIENTS = 8
 
 
 def _put_worker(socket: Path, ids: list[tuple[str, str]], values: list[bytes]) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     client = SocketAgent(socket, "stats")  # collection replaced per record below
     for (collection, key), value in zip(ids, values, strict=True):
         client.prefix = f"/v1/records/{collection}/"
@@ -101,8 +104,14 @@ def put_over_socket(daemon: AgentDaemon) -> dict[str, Any]:
     started = time.perf_counter()
     for proc in procs:
         proc.start()
-    for proc in procs:
-        proc.join()
+    try:
+        for proc in procs:
+            proc.join()
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
     seconds = time.perf_counter() - started
     if any(proc.exitcode != 0 for proc in procs):
         raise RuntimeError("a put worker failed")

@@ -23,15 +23,11 @@ from typing import Any
 import orjson
 
 from . import backup, latency, restore, rss, throughput
-from .common import loadavg
+from .common import loadavg, request_stop
 from .report import evaluate, markdown
 from .systems import start_systems
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _raise_exit(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
 
 
 def _git_version() -> str:
@@ -113,7 +109,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="short samples, one repeat: a smoke test (writes quick.json)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir for inspection")
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_exit)
+    # Servers are stopped by the with-blocks on the way out; SIGINT too, even when a
+    # non-interactive shell started the bench in the background with SIGINT ignored.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, request_stop)
     results = run(args.quick, args.keep)
     print()
     print(save(results))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import array
 import multiprocessing as mp
+import signal
 import statistics
 import threading
 import time
@@ -20,7 +21,7 @@ from typing import Any
 
 import psutil
 
-from .common import loadavg, pct
+from .common import check_stop, loadavg, pct
 from .systems import Case, Systems
 
 DURATION = 1.0
@@ -65,6 +66,8 @@ def _client_loop(
 
 def _proc_main(case: Case, keys: list[str], values: list[bytes], offset: int,
                barrier: Any, out: Connection) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     try:
         out.send(_client_loop(case, keys, values, offset, barrier.wait))
     except BaseException as exc:  # report, don't hang the parent
@@ -75,6 +78,7 @@ def _proc_main(case: Case, keys: list[str], values: list[bytes], offset: int,
 
 def sample(case: Case, keys: list[str], values: list[bytes], clients: int) -> dict[str, float]:
     """One timed sample of `clients` concurrent clients."""
+    check_stop()
     offsets = [i * len(keys) // clients for i in range(clients)]
     results: list[Any] = []
     server = psutil.Process(case.server_pid) if case.server_pid else None
