@@ -31,11 +31,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 import git
 import orjson
+from git.db import GitCmdObjectDB
 from git.objects.commit import Commit
 from git.objects.fun import tree_to_stream
 from git.objects.tree import Tree
 from git.refs import SymbolicReference
-from gitdb import IStream
+from gitdb import IStream, LooseObjectDB
 
 from ..records import exact_bytes
 
@@ -69,6 +70,14 @@ class GitState:
     next_segment: int = 1
     written_at: float = 0.0
     head: bytes | None = None
+
+
+class _InProcessWrites(GitCmdObjectDB):
+    """GitPython's default database, except that objects are written in-process as loose
+    objects: its own store() runs one `git hash-object` process per object (six per backup)."""
+
+    def store(self, istream: IStream) -> IStream:
+        return LooseObjectDB.store(self, istream)
 
 
 class GitUnavailable(RuntimeError):
@@ -111,7 +120,7 @@ class GitTier:
         # Objects are written in-process (loose objects, no index). Reads go through GitPython's
         # persistent `git cat-file` processes, which leak in long-running programs: the few
         # reads happen at start and in squash_history, and each ends with _release_readers().
-        self._repo = git.Repo(self.path)
+        self._repo = git.Repo(self.path, odbt=_InProcessWrites)
         with self._repo.config_writer() as cfg:
             cfg.set_value("user", "name", "spine-agent")
             cfg.set_value("user", "email", "spine-agent@localhost")
