@@ -153,6 +153,7 @@ def test_full_disk_gives_507_keeps_reads_and_loses_nothing(
     assert agent.stop() == 0
 
 
+@pytest.mark.parametrize("small_fs", ["tmpfs"], indirect=True)
 def test_writes_resume_without_restart_once_space_is_freed(
     small_fs: Path, agents: AgentFactory
 ) -> None:

@@ -109,7 +109,6 @@ def _corrupt(path: Path, how: str) -> None:
     [
         ("agents.json", "truncated"),
         ("agents.json", "garbage"),
-        ("stats.json", "truncated"),
         ("stats.json", "garbage"),
         (".warm-manifest.json", "garbage"),
     ],
