@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import SPINE_AGENT, Agent, AgentFactory, clean_env
+from .conftest import SPINE_AGENT, Agent, AgentFactory, BareRemote, clean_env
 
 
 def cli(
@@ -243,3 +243,32 @@ def test_usage_error_exits_2(workdir: Path) -> None:
     assert proc.returncode == 2
     proc = cli("get", "agents")
     assert proc.returncode == 2
+
+
+def test_offline_restore_from_the_remote(agents: AgentFactory, remote: BareRemote) -> None:
+    old = agents.new("old-vm", git={"remote": remote.url, "branch": "backup/r"}).start()
+    records = {f"a{i}": {"i": i} for i in range(25)}
+    client = old.client()
+    for key, value in records.items():
+        assert client.put("agents", key, value).status == 200
+    client.close()
+    assert old.stop() == 0
+
+    new = agents.new("new-vm", git={"remote": remote.url, "branch": "backup/r"})
+    proc = cli("restore", config=new.write_config())
+    assert proc.returncode == 0, proc
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary == {"restored_from": "git-remote", "records": len(records)}
+    on_disk = json.loads((new.storage / "agents.json").read_text())
+    assert on_disk == records  # human-readable warm file, written by the restore
+
+    new.start()
+    client = new.client()
+    assert client.status()["restored_from"] == "files"
+    assert client.records("agents") == records
+    client.close()
+    # Restore refuses to run under a live agent.
+    busy = cli("restore", config=new.config_path)
+    assert busy.returncode == 1
+    assert "running" in one_line(busy.stderr)
+    assert new.stop() == 0
