@@ -1,0 +1,208 @@
+"""Cases 1-5, 8 and 9 of issue 4: one persistent disk through a VM's life, in the order it lives.
+
+Boots are the expensive part under TCG, so the cases share them and run in this order:
+  1 fresh VM, blank disk: site.yml formats, mounts, starts the agent  (boot 1)
+  2 the same playbook again: changed=0
+  8 --check on the configured VM: no changes
+  3 the testinfra host checks pass
+  4 records written, VM rebooted (boot 2), records still there
+  5 the VM replaced: new overlay, same disk (boot 3); site.yml again; records there, the disk
+    not reformatted (same UUID, marker file intact)
+  9 the disk grown online (QEMU block_resize, like `gcloud compute disks resize`), site.yml
+    again: the filesystem grows
+Each case asserts only what it claims; a case whose predecessor failed fails with that reason
+instead of asserting on a VM in an unknown state.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.ansible.conftest import (
+    PlaybookRun,
+    boot,
+    record_timing,
+    run_playbook,
+    run_testinfra,
+)
+from tests.lab import LabGitRemote, LabVM, make_blank_disk
+
+pytestmark = pytest.mark.lab
+
+DEVICE = "/dev/disk/by-id/google-super-spine-disk"
+MOUNT = "/data/super-spine"
+SOCKET = f"{MOUNT}/spine-agent.sock"
+MARKER = f"{MOUNT}/lost+found/e2e-marker"  # root-only directory the agent never looks into
+RECORDS = {
+    ("agents", "e2e-critical"): {"role": "planner", "n": 1},  # class critical (git backup)
+    ("sessions", "e2e-session"): {"user": "ada", "n": 2},  # class session (warm files)
+}
+
+
+@dataclass
+class Lifecycle:
+    """The VM, its disk and what earlier cases established."""
+
+    workdir: Path
+    vm: LabVM
+    remote: LabGitRemote
+    passed: set[str] = field(default_factory=set)
+    uuid: str = ""
+    marker: str = ""
+
+    def require(self, *cases: str) -> None:
+        """Fail (not skip) when a case this one builds on did not pass."""
+        missing = [case for case in cases if case not in self.passed]
+        if missing:
+            pytest.fail(f"needs case(s) {', '.join(missing)} to have passed first")
+
+    def playbook(self, name: str, *extra: str) -> PlaybookRun:
+        return run_playbook(self.vm, name, "-e", f"spine_git_remote={self.remote.url}", *extra,
+                            log_dir=self.workdir)
+
+    def sh(self, cmd: str) -> str:
+        return self.vm.ssh(cmd).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def life(lab_dir: Path, git_remote: LabGitRemote) -> Iterator[Lifecycle]:
+    workdir = lab_dir / "lifecycle"
+    workdir.mkdir()
+    disk = make_blank_disk(workdir / "pd.img", "1G")
+    vm = LabVM(workdir / "vm", data_disk=disk)
+    try:
+        yield Lifecycle(workdir, vm, git_remote)
+    finally:
+        vm.powerdown()
+
+
+def curl(life: Lifecycle, method: str, path: str, body: object | None = None) -> str:
+    """One HTTP call to the agent over its unix socket, from inside the VM."""
+    data = f" --data-binary {shlex.quote(json.dumps(body))}" if body is not None else ""
+    return life.sh(
+        f"curl -sS --fail-with-body --max-time 60 --unix-socket {SOCKET} -X {method}{data} "
+        f"http://spine-agent{path}"
+    )
+
+
+def wait_for_agent(life: Lifecycle, timeout: float = 300) -> float:
+    """Seconds until GET /v1/health answers (the agent starts slowly under emulation)."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if life.vm.ssh(f"curl -sf --max-time 10 --unix-socket {SOCKET} http://x/v1/health",
+                       check=False).returncode == 0:
+            return time.monotonic() - start
+        time.sleep(3)
+    journal = life.vm.ssh("journalctl -u spine-agent --no-pager | tail -20", check=False).stdout
+    pytest.fail(f"the agent did not answer within {timeout:.0f} s:\n{journal}")
+
+
+def assert_records(life: Lifecycle) -> None:
+    for (collection, key), value in RECORDS.items():
+        got = json.loads(curl(life, "GET", f"/v1/records/{collection}/{key}"))
+        assert got == value or got.get("value") == value, f"{collection}/{key}: {got}"
+
+
+def fs_size(life: Lifecycle) -> int:
+    return int(life.sh(f"findmnt -b -n -o SIZE --mountpoint {MOUNT}"))
+
+
+def test_01_fresh_vm_blank_disk_is_formatted_mounted_and_agent_runs(life: Lifecycle) -> None:
+    boot(life.vm, "fresh VM", fresh=True)
+    assert life.sh(f"blkid -p -o value -s TYPE {DEVICE} || true") == "", "the disk is not blank"
+
+    run = life.playbook("1-fresh")
+    record_timing("playbook on a fresh VM", run.seconds)
+    assert run.rc == 0, run.tail()
+    assert "Format the blank data disk" in run.output and run.changed > 0
+
+    assert life.sh(f"findmnt -n -o FSTYPE --mountpoint {MOUNT}") == "ext4"
+    assert life.sh(f"blkid -p -o value -s LABEL {DEVICE}") == "super-spine"
+    assert life.sh("systemctl is-active spine-agent.service") == "active"
+    life.uuid = life.sh(f"blkid -p -o value -s UUID {DEVICE}")
+    life.marker = f"written after the first run, uuid {life.uuid}"
+    life.sh(f"echo {shlex.quote(life.marker)} > {MARKER} && sync")
+    life.passed.add("1")
+
+
+def test_02_second_run_changes_nothing(life: Lifecycle) -> None:
+    life.require("1")
+    run = life.playbook("2-idempotent")
+    record_timing("idempotent re-run", run.seconds)
+    assert run.rc == 0, run.tail()
+    assert run.changed == 0, f"changed tasks: {run.changed_tasks()}"
+    life.passed.add("2")
+
+
+def test_08_check_mode_on_a_configured_vm_reports_no_changes(life: Lifecycle) -> None:
+    life.require("1")
+    run = life.playbook("8-check", "--check", "--diff")
+    assert run.rc == 0, run.tail()
+    assert run.changed == 0, f"check mode reports changes: {run.changed_tasks()}"
+    life.passed.add("8")
+
+
+def test_03_testinfra_host_checks_pass(life: Lifecycle) -> None:
+    life.require("1")
+    proc = run_testinfra(life.vm, "lifecycle", f"--spine-git-remote={life.remote.url}",
+                         log_dir=life.workdir)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout and "skipped" not in proc.stdout
+    life.passed.add("3")
+
+
+def test_04_records_survive_a_reboot(life: Lifecycle) -> None:
+    life.require("1")
+    for (collection, key), value in RECORDS.items():
+        curl(life, "PUT", f"/v1/records/{collection}/{key}", value)
+    assert_records(life)
+
+    start = time.monotonic()
+    life.vm.reboot(timeout=120)
+    record_timing("reboot to ssh", time.monotonic() - start)
+    record_timing("agent answering after boot", wait_for_agent(life))
+    assert life.sh(f"findmnt -n -o FSTYPE --mountpoint {MOUNT}") == "ext4", "fstab did not mount it"
+    assert_records(life)
+    life.passed.add("4")
+
+
+def test_05_replaced_vm_finds_its_records_and_the_disk_is_not_reformatted(
+    life: Lifecycle,
+) -> None:
+    life.require("1", "4")
+    life.vm.powerdown()
+    boot(life.vm, "replacement VM (new overlay, same disk)", fresh=True)
+    assert life.sh("test -e /opt/super-spine || echo new") == "new", "not a new VM"
+
+    run = life.playbook("5-replacement")
+    assert run.rc == 0, run.tail()
+    assert "Format the blank data disk" not in run.changed_tasks(), "the disk was reformatted"
+    assert life.sh(f"blkid -p -o value -s UUID {DEVICE}") == life.uuid
+    assert life.sh(f"cat {MARKER}") == life.marker
+    wait_for_agent(life)
+    assert_records(life)
+    life.passed.add("5")
+
+
+def test_09_grown_disk_grows_the_filesystem(life: Lifecycle) -> None:
+    life.require("5")
+    before = fs_size(life)
+    life.vm.monitor_command("block_resize pd 2G")
+    deadline = time.monotonic() + 60
+    while int(life.sh(f"blockdev --getsize64 {DEVICE}")) < 2 << 30:
+        assert time.monotonic() < deadline, "the guest never saw the larger disk"
+        time.sleep(2)
+
+    run = life.playbook("9-grow")
+    assert run.rc == 0, run.tail()
+    assert "Grow the mounted filesystem to fill the resized disk." in run.changed_tasks()
+    after = fs_size(life)
+    assert after > before + (900 << 20), f"filesystem {before} -> {after} bytes"
+    assert life.sh(f"cat {MARKER}") == life.marker
