@@ -163,6 +163,10 @@ def backup_series(root: Path, total: int, changes: tuple[int, ...],
             "steps_ms": median_steps([steps]),
             "push_after_ms": round(timed_push(storage) * 1000, 1),
         }
+    # Leave changes for the caller's close(backup=True), as a SIGTERM after some writes does:
+    # the shutdown writes the warm files and then commits, so git ends up newer than them,
+    # which is the usual state a restart finds (restore.py measures it).
+    change(storage, ids, 100, other, rng)
     out["repo_bytes"] = dir_bytes(root / "backup.git")
     out["remote"] = remote
     out["load"] = loadavg()
@@ -170,8 +174,8 @@ def backup_series(root: Path, total: int, changes: tuple[int, ...],
 
 
 def run_backup(root: Path) -> dict[str, Any]:
-    """Both series. Leaves root/10k and root/100k flushed to warm files and pushed, which
-    restore.py and rss.py reuse as their sources."""
+    """Both series. Leaves root/10k and root/100k shut down as SIGTERM does (warm files, then
+    a final commit, pushed), which restore.py and rss.py reuse as their sources."""
     started = time.perf_counter()
     small, storage = backup_series(root / "10k", 10_000, CHANGES[:3], compaction=False)
     storage.close(backup=True)  # warm files + a final commit, pushed: the restore sources

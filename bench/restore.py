@@ -1,7 +1,8 @@
 """Restore time: the whole HybridStorage.initialize(), for 10k and 100k critical records.
 
 Three sources, as the agent chooses them at start:
-- warm files: the storage path the backup section left (files, manifest, local git repo);
+- warm files: the storage path the backup section left as a SIGTERM shutdown does (files,
+  manifest, then a final commit, so the local git tip is newer than the files);
 - git-local: an empty storage path whose local backup repository survived (a copy);
 - git clone: an empty storage path and no repository, the same remote and branch (a new VM).
 The page cache is warm for every source (dropping it would disturb the machine's other users).
