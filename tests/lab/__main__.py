@@ -31,7 +31,8 @@ VM_DIR = LAB_DIR / "vm"
 GIT_DIR = LAB_DIR / "git"
 LOG_DIR = LAB_DIR / "logs"
 PLAYBOOK = REPO_ROOT / "ansible" / "site.yml"
-HOST_CHECKS = REPO_ROOT / "tests" / "hosts"
+# LAB_HOST_CHECKS points `up` at another directory of testinfra checks (harness development).
+HOST_CHECKS = Path(os.environ.get("LAB_HOST_CHECKS", REPO_ROOT / "tests" / "hosts"))
 VENV_BIN = REPO_ROOT / ".venv" / "bin"
 AGENT = "/opt/super-spine/venv/bin/spine-agent"
 AGENT_CONFIG = "/etc/super-spine/agent.yaml"
@@ -82,7 +83,7 @@ def check_inputs() -> None:
     if not PLAYBOOK.is_file():
         missing.append(str(PLAYBOOK.relative_to(REPO_ROOT)))
     if not any(HOST_CHECKS.glob("test_*.py")):
-        missing.append(f"{HOST_CHECKS.relative_to(REPO_ROOT)}/test_*.py")
+        missing.append(f"{HOST_CHECKS}/test_*.py")
     if not (VENV_BIN / "ansible-playbook").exists():
         missing.append(".venv/bin/ansible-playbook (run: bash scripts/setup.sh)")
     if missing:
@@ -139,6 +140,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     image = ensure_image(progress=True)
     if image.cached:
+        say(f"using the cached VM image {image.directory}")
         timings.add("image (cached)", image.setup_seconds,
                     f"cold build took {image.build_seconds:.0f}s")
     else:

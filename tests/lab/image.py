@@ -157,8 +157,24 @@ def _say(progress: bool, msg: str) -> None:
         print(f"lab: {msg}", flush=True)
 
 
+def _remove_leftovers(root: Path, current: Path) -> None:
+    """Delete builds whose builder died (caller holds the lock) and images of old recipes.
+
+    Images of other recipes are kept for a week: another checkout may still boot them.
+    """
+    for path in root.glob(".build-*"):
+        pid = path.name.rsplit("-", 1)[-1]
+        if not (pid.isdigit() and Path(f"/proc/{pid}").exists()):
+            shutil.rmtree(path, ignore_errors=True)
+    week_ago = time.time() - 7 * 86400
+    for meta in root.glob("*/build.json"):
+        if meta.parent != current and meta.stat().st_mtime < week_ago:
+            shutil.rmtree(meta.parent, ignore_errors=True)
+
+
 def _build(root: Path, directory: Path, progress: bool) -> None:
     started = time.monotonic()
+    _remove_leftovers(root, directory)
     work = root / f".build-{directory.name}-{os.getpid()}"
     if work.exists():
         shutil.rmtree(work)
