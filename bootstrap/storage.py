@@ -35,12 +35,15 @@ from .records import (
     exact_bytes,
 )
 from .tiers.files import FilesTier, parse, read_value
-from .tiers.git import GitRecord, GitTier, GitUnavailable, redact
+from .tiers.git import GIT_TIMEOUT, GitRecord, GitTier, GitUnavailable, RemoteMoved, redact
 from .tiers.journal import Journal, JournalWriteError
 
 log = logging.getLogger("spine.storage")
 
 EVICT_TO_FRACTION = 0.9
+# A new VM waits this long for the remote at start; after that it serves, and a backup written
+# meanwhile by another VM is merged before this one's first push (see push()).
+START_FETCH_TIMEOUT = 15.0
 RESTORE_SOURCES = ("empty", "files", "git-local", "git-remote")
 
 
@@ -134,6 +137,8 @@ class HybridStorage:
         self._maintenance = threading.Lock()
         self._open = False
         self.on_pressure: Callable[[], None] | None = None
+        self._push_lock = threading.Lock()
+        self._remote_checked = False
 
     # == lifecycle ========================================================================
     def initialize(self) -> str:
@@ -622,36 +627,107 @@ class HybridStorage:
         return self.backup.last_push_error is not None and now >= self.backup.next_push_at
 
     def push(self, timeout: float | None = None) -> bool:
-        """Push the branch; on failure keep serving and back off (doubling, capped)."""
+        """Push the branch; on failure keep serving and back off (doubling, capped).
+
+        The first push of a process checks the remote tip: a backup this host has not merged
+        (another VM's, written while this one started without the remote) is merged first,
+        newer record wins, and the push is leased on that tip, so no backup is overwritten."""
         if not self.config.git.remote or self.git.state.head is None:
             return False
-        head = self.git.state.head.hex()
-        if head == self.backup.pushed_commit:
+        with self._push_lock:
+            if self.git.state.head.hex() == self.backup.pushed_commit:
+                return True
+            limit = timeout or GIT_TIMEOUT
+            try:
+                if not self._remote_checked:
+                    self._merge_remote(limit)
+                self.git.push(self.git.known_remote_tip(), timeout=limit)
+            except RemoteMoved as exc:
+                self._remote_checked = False
+                return self._push_failed(exc)
+            except (GitUnavailable, OSError) as exc:
+                return self._push_failed(exc)
+            self.backup.last_push_at = self.clock()
+            self.backup.last_push_error = None
+            self.backup.push_failures = 0
+            self.backup.pushed_commit = self.git.state.head.hex()
+            self.backup.unpushed_commits = 0
+            self.backup.oldest_unpushed_at = None
             return True
-        try:
-            self.git.push(**({"timeout": timeout} if timeout else {}))
-        except (GitUnavailable, OSError) as exc:
-            now = self.clock()
-            self.backup.push_failures += 1
-            self.backup.last_push_error = redact(str(exc))
-            delay = min(self.config.git.push_retry_max, 5.0 * 2 ** (self.backup.push_failures - 1))
-            self.backup.next_push_at = now + delay
-            log.warning(
-                "push failed; will retry",
-                extra={
-                    "error": self.backup.last_push_error,
-                    "retry_in_s": delay,
-                    "failures": self.backup.push_failures,
-                },
-            )
-            return False
-        self.backup.last_push_at = self.clock()
-        self.backup.last_push_error = None
-        self.backup.push_failures = 0
-        self.backup.pushed_commit = head
-        self.backup.unpushed_commits = 0
-        self.backup.oldest_unpushed_at = None
-        return True
+
+    def _push_failed(self, exc: Exception) -> bool:
+        self.backup.push_failures += 1
+        self.backup.last_push_error = redact(str(exc))
+        delay = min(self.config.git.push_retry_max, 5.0 * 2 ** (self.backup.push_failures - 1))
+        self.backup.next_push_at = self.clock() + delay
+        log.warning(
+            "push failed; will retry",
+            extra={
+                "error": self.backup.last_push_error,
+                "retry_in_s": delay,
+                "failures": self.backup.push_failures,
+            },
+        )
+        return False
+
+    def _merge_remote(self, timeout: float) -> None:
+        """Make sure the remote tip is merged here before replacing it."""
+        tip = self.git.remote_tip(timeout)
+        if tip is not None and not self.git.is_merged(tip):
+            state = self.git.fetch_foreign(timeout)
+            if state is not None:
+                snapshot, changes = self.git.read_tip(state)
+                taken = self._adopt(snapshot, changes, state.snapshot_at)
+                log.warning(
+                    "the remote branch held a backup this host had not merged; merged it",
+                    extra={"remote_tip": tip.hex(), "records_taken": taken},
+                )
+                self.backup_git(push=False)
+            self.git._record_remote_tip(tip)
+        elif tip is None and self.git.known_remote_tip() is not None:
+            self.git._record_remote_tip(None)  # the branch was deleted on the remote
+        self._remote_checked = True
+
+    def _adopt(
+        self, snapshot: dict[str, bytes], changes: list[GitRecord], snapshot_at: float
+    ) -> int:
+        """Take a foreign backup's records where they are newer than ours. They are journaled
+        like puts, so they are as durable here as anything written locally."""
+        incoming: dict[tuple[str, str], tuple[float, bytes | None]] = {}
+        for name, blob in snapshot.items():
+            for key, data, _ in parse(blob) or []:
+                incoming[(name, key)] = (snapshot_at, data)
+        for rec in changes:
+            incoming[(rec.file, rec.key)] = (rec.mtime, rec.value)
+        taken = 0
+        with self._lock:
+            for (name, key), (mtime, value) in incoming.items():
+                names = self.files.parse_name(name)
+                if names is None:
+                    continue
+                collection, override = names
+                cls = PersistenceClass(override) if override else PersistenceClass.CRITICAL
+                coll = self._mem.setdefault(collection, {})
+                local = coll.get(key)
+                if local is not None and local.mtime >= mtime:
+                    continue
+                self.journal.append(collection, key, cls.value, value, mtime)
+                if local is not None:
+                    if local.value is not None:
+                        self._bytes -= local.size
+                    del coll[key]
+                    self._forget_in_tiers(collection, key, local)
+                if value is not None:
+                    entry = Entry(value, cls, mtime, True, True)
+                    coll[key] = entry
+                    self._bytes += entry.size
+                    self._dirty_files.add((collection, self._override(collection, cls)))
+                    if self._oldest_git_change is None:
+                        self._oldest_git_change = self.clock()
+                taken += 1
+            self._drop_empty_collections()
+        self.sync()
+        return taken
 
     def seconds_until_push_retry(self) -> float | None:
         """When a failed push should be tried again (the scheduler sleeps until then)."""
@@ -749,7 +825,7 @@ class HybridStorage:
         source = "git-local"
         if self.git.state.head is None:
             try:
-                if not self.git.fetch():
+                if not self.git.fetch(timeout=START_FETCH_TIMEOUT):
                     return "empty"
             except GitUnavailable as exc:
                 log.error(

@@ -43,6 +43,8 @@ from ..records import exact_bytes
 log = logging.getLogger("spine.git")
 
 MANIFEST = "MANIFEST.json"
+REMOTE_TIP_FILE = "spine-remote-tip"
+FOREIGN_REF = "refs/spine/foreign"
 SEGMENTS_BEFORE_SNAPSHOT = 64
 SEGMENT_BYTES_RATIO = 0.5
 GIT_TIMEOUT = 60.0
@@ -82,6 +84,10 @@ class _InProcessWrites(GitCmdObjectDB):
 
 class GitUnavailable(RuntimeError):
     """The remote could not be reached; the agent keeps serving and retries."""
+
+
+class RemoteMoved(GitUnavailable):
+    """The remote branch holds commits this host has not merged: fetch and merge, then push."""
 
 
 class GitTier:
@@ -152,20 +158,24 @@ class GitTier:
 
     def _load_state(self) -> None:
         tip = self._tip()
-        self.state = GitState(head=tip)
-        if tip is None:
-            return
-        manifest = self._read_blobs([self._path_sha(tip, MANIFEST)])[0]
-        body = orjson.loads(manifest)
-        self.state.snapshot = {name: bytes.fromhex(sha) for name, sha in body["snapshot"].items()}
-        self.state.snapshot_bytes = int(body.get("snapshot_bytes", 0))
-        self.state.snapshot_at = float(body.get("snapshot_at", 0.0))
-        self.state.segments = [
-            (s["name"], bytes.fromhex(s["sha"]), int(s["bytes"])) for s in body["segments"]
-        ]
-        self.state.next_segment = int(body["next_segment"])
-        self.state.written_at = float(body["written_at"])
+        self.state = self._state_at(tip) if tip is not None else GitState()
+
+    def _state_at(self, commit: bytes) -> GitState:
+        """What a commit holds, from its MANIFEST.json."""
+        manifest = self._read_blobs([self._path_sha(commit, MANIFEST)])[0]
         self._release_readers()
+        body = orjson.loads(manifest)
+        return GitState(
+            snapshot={name: bytes.fromhex(sha) for name, sha in body["snapshot"].items()},
+            snapshot_bytes=int(body.get("snapshot_bytes", 0)),
+            snapshot_at=float(body.get("snapshot_at", 0.0)),
+            segments=[
+                (s["name"], bytes.fromhex(s["sha"]), int(s["bytes"])) for s in body["segments"]
+            ],
+            next_segment=int(body["next_segment"]),
+            written_at=float(body["written_at"]),
+            head=commit,
+        )
 
     def _release_readers(self) -> None:
         """End GitPython's cached `git cat-file --batch` children (the known leak)."""
@@ -304,10 +314,12 @@ class GitTier:
         return sha
 
     # -- restore --------------------------------------------------------------------------
-    def read_tip(self) -> tuple[dict[str, bytes], list[GitRecord]]:
-        """The snapshot blobs by warm-file name, and the segments' changes in order."""
-        names = list(self.state.snapshot)
-        shas = [self.state.snapshot[n] for n in names] + [s[1] for s in self.state.segments]
+    def read_tip(self, state: GitState | None = None) -> tuple[dict[str, bytes], list[GitRecord]]:
+        """The snapshot blobs by warm-file name, and the segments' changes in order (of this
+        branch's tip, or of another state such as a foreign remote tip)."""
+        state = state or self.state
+        names = list(state.snapshot)
+        shas = [state.snapshot[n] for n in names] + [s[1] for s in state.segments]
         blobs = self._read_blobs(shas)
         changes: list[GitRecord] = []
         for blob in blobs[len(names) :]:
@@ -365,22 +377,100 @@ class GitTier:
         self._git("gc", "--prune=now", "--quiet")
 
     # -- remote ---------------------------------------------------------------------------
-    def push(self, timeout: float = GIT_TIMEOUT) -> None:
-        """Force-push the branch (history may have been squashed; the branch is this host's)."""
+    # The branch is this host's, and squashing rewrites it, so pushes replace it. They are
+    # protected by a lease on the last remote tip this repository knows it has merged: a tip it
+    # has not seen (another VM's backup, written while this one started without the remote) is
+    # never overwritten; it is fetched and merged first.
+    @property
+    def _tip_file(self) -> Path:
+        return self.path / REMOTE_TIP_FILE
+
+    def known_remote_tip(self) -> bytes | None:
+        """The remote tip recorded after the last push, fetch or merge (None: none known)."""
+        try:
+            text = self._tip_file.read_text().strip()
+        except OSError:
+            return None
+        return bytes.fromhex(text) if text else None
+
+    def _record_remote_tip(self, sha: bytes | None) -> None:
+        self._tip_file.write_text(sha.hex() if sha else "")
+
+    def remote_tip(self, timeout: float = GIT_TIMEOUT) -> bytes | None:
+        """The branch's tip on the remote now (None when the branch does not exist there)."""
+        if not self.remote:
+            return None
+        listing = self._git(
+            "ls-remote", "--heads", self.remote, self.ref, remote=True, timeout=timeout
+        )
+        return bytes.fromhex(listing.split()[0]) if listing.strip() else None
+
+    def is_merged(self, sha: bytes) -> bool:
+        """True when this repository already holds everything that remote tip holds."""
+        if sha == self.known_remote_tip() or sha == self.state.head:
+            return True
+        if self.state.head is None:
+            return False
+        probe = subprocess.run(
+            [
+                "git",
+                "--git-dir",
+                str(self.path),
+                "merge-base",
+                "--is-ancestor",
+                sha.hex(),
+                self.state.head.hex(),
+            ],
+            capture_output=True,
+            timeout=GIT_TIMEOUT,
+            check=False,
+        )
+        return probe.returncode == 0
+
+    def fetch_foreign(self, timeout: float = GIT_TIMEOUT) -> GitState | None:
+        """Fetch the remote branch aside (not over ours) and return what its tip holds."""
+        if not self.remote:
+            return None
+        self._git(
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            self.remote,
+            f"+{self.ref}:{FOREIGN_REF}",
+            remote=True,
+            timeout=timeout,
+        )
+        tip = bytes.fromhex((self.path / FOREIGN_REF).read_text().strip())
+        return self._state_at(tip)
+
+    def push(self, expected: bytes | None, timeout: float = GIT_TIMEOUT) -> None:
+        """Replace the remote branch with ours, only if it still is at `expected`."""
         if not self.remote or self.state.head is None:
             return
-        self._git(
-            "push", "--quiet", self.remote, f"+{self.ref}:{self.ref}", remote=True, timeout=timeout
-        )
+        lease = f"--force-with-lease={self.ref}:{expected.hex() if expected else ''}"
+        try:
+            self._git(
+                "push",
+                "--quiet",
+                lease,
+                self.remote,
+                f"{self.ref}:{self.ref}",
+                remote=True,
+                timeout=timeout,
+            )
+        except GitUnavailable as exc:
+            if "stale info" in str(exc) or "rejected" in str(exc):
+                raise RemoteMoved(f"remote branch {self.branch} moved; merging it first") from None
+            raise
+        self._record_remote_tip(self.state.head)
 
     def fetch(self, timeout: float = GIT_TIMEOUT) -> bool:
         """Bring the remote branch in (restore on a new VM). False when the remote lacks it."""
         if not self.remote:
             return False
-        listing = self._git(
-            "ls-remote", "--heads", self.remote, self.ref, remote=True, timeout=timeout
-        )
-        if not listing.strip():
+        tip = self.remote_tip(timeout)
+        if tip is None:
+            self._record_remote_tip(None)
             return False
         self._git(
             "fetch",
@@ -392,6 +482,7 @@ class GitTier:
             timeout=timeout,
         )
         self._load_state()
+        self._record_remote_tip(self.state.head)
         return True
 
     def _git(self, *args: str, remote: bool = False, timeout: float = GIT_TIMEOUT) -> str:
@@ -424,6 +515,8 @@ class GitTier:
             except subprocess.TimeoutExpired:
                 raise GitUnavailable(f"git {args[0]} timed out after {timeout:g}s") from None
         if proc.returncode != 0:
+            if args[0] == "push" and ("stale info" in proc.stderr or "[rejected]" in proc.stderr):
+                raise RemoteMoved(f"remote branch moved since this host last saw it ({self.ref})")
             message = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
             error = GitUnavailable if remote else OSError
             raise error(f"git {args[0]} failed: {redact(message)}")

@@ -6,7 +6,13 @@ from pathlib import Path
 import pytest
 
 from bootstrap.tiers.files import render
-from bootstrap.tiers.git import SEGMENTS_BEFORE_SNAPSHOT, GitRecord, GitTier, GitUnavailable
+from bootstrap.tiers.git import (
+    SEGMENTS_BEFORE_SNAPSHOT,
+    GitRecord,
+    GitTier,
+    GitUnavailable,
+    RemoteMoved,
+)
 
 from .conftest import FakeClock
 
@@ -64,7 +70,7 @@ def test_segments_trigger_a_fresh_snapshot(tier: GitTier, tmp_path: Path) -> Non
 def test_push_then_restore_on_a_new_vm(tier: GitTier, tmp_path: Path, clock) -> None:
     tier.commit_snapshot(snapshot_file(tmp_path, "agents.json", {"a": b"1"}), "h")
     tier.commit_changes([GitRecord("agents.json", "b", 5.0, b'{"x":2}')], "h")
-    tier.push()
+    tier.push(expected=None)
     fresh = GitTier(tmp_path / "new-vm.git", tier.branch, tier.remote, clock=clock)
     fresh.open()
     assert fresh.state.head is None
@@ -80,7 +86,7 @@ def test_unreachable_remote_raises_one_clear_error(tmp_path: Path, clock) -> Non
     tier.open()
     tier.commit_snapshot(snapshot_file(tmp_path, "agents.json", {"a": b"1"}), "h")
     with pytest.raises(GitUnavailable, match="git push failed") as info:
-        tier.push()
+        tier.push(expected=None)
     assert "\n" not in str(info.value)
 
 
@@ -97,7 +103,10 @@ def test_history_older_than_max_age_is_squashed(tier: GitTier, tmp_path, clock) 
     assert tier.commit_count() == 9
     assert tier.read_tip() == before  # the tree at the tip is unchanged
     git(tier.path, "fsck", "--strict")
-    tier.push()  # a squashed branch still pushes (the branch is this host's alone)
+    tier.push(expected=None)
+    tier.squash_history()
+    tier.commit_changes([GitRecord("agents.json", "a", clock(), b"99")], "h")
+    tier.push(expected=tier.known_remote_tip())  # a rewritten branch still pushes under lease
 
 
 def test_credentials_are_redacted_from_errors(tmp_path: Path, clock) -> None:
@@ -106,3 +115,18 @@ def test_credentials_are_redacted_from_errors(tmp_path: Path, clock) -> None:
     assert redact("fatal: https://user:tok3n@example.com/r.git not found") == (
         "fatal: https://example.com/r.git not found"
     )
+
+
+def test_push_never_replaces_a_remote_tip_it_has_not_merged(tier: GitTier, tmp_path, clock):
+    tier.commit_snapshot(snapshot_file(tmp_path, "agents.json", {"a": b"1"}), "h")
+    tier.push(expected=None)
+    other = GitTier(tmp_path / "other-vm.git", tier.branch, tier.remote, clock=clock)
+    other.open()
+    other.commit_snapshot(snapshot_file(tmp_path, "agents.json", {"b": b"2"}), "other")
+    with pytest.raises(RemoteMoved):
+        other.push(expected=None)  # it believes the branch is new: the lease refuses
+    tip = other.remote_tip()
+    assert tip == tier.state.head and not other.is_merged(tip)
+    state = other.fetch_foreign()
+    assert state is not None and b'"a"' in other.read_tip(state)[0]["agents.json"]
+    assert other.state.head != tier.state.head  # fetched aside, not over its own branch
