@@ -14,7 +14,7 @@ from typing import Any
 from .common import loadavg, median_of, time_ops
 from .systems import Systems
 
-MAX_SECONDS = 1.5
+MAX_SECONDS = 1.0
 
 
 def run_latency(systems: Systems, repeats: int = 3) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ import psutil
 from .common import check_stop, loadavg, pct
 from .systems import Case, Systems
 
-DURATION = 1.0
+DURATION = 0.8
 WARMUP_OPS = 30
 CONCURRENCY = (1, 8)
 
