@@ -193,7 +193,7 @@ def _run(config: AgentConfig) -> int:
 def _restore(config: AgentConfig) -> int:
     """Offline restore: load files/journal or the git backup, then write the warm files."""
     from .logs import setup_logging
-    from .storage import HybridStorage
+    from .storage import HybridStorage, StorageError
 
     setup_logging(config.log_level)
     sock_path = config.api.socket
@@ -211,7 +211,11 @@ def _restore(config: AgentConfig) -> int:
         finally:
             probe.close()
     storage = HybridStorage(config)
-    source = storage.initialize()
+    try:
+        source = storage.initialize()
+    except StorageError as exc:
+        print(f"spine-agent: {exc}", file=sys.stderr)
+        return EXIT_FAIL
     storage.tier_files_only()
     records = storage.record_count()
     storage.close(backup=False)

@@ -13,6 +13,7 @@ are never dropped: they are counted and reported instead.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import socket
@@ -44,6 +45,7 @@ EVICT_TO_FRACTION = 0.9
 # A new VM waits this long for the remote at start; after that it serves, and a backup written
 # meanwhile by another VM is merged before this one's first push (see push()).
 START_FETCH_TIMEOUT = 15.0
+LOCK_NAME = ".agent.lock"
 RESTORE_SOURCES = ("empty", "files", "git-local", "git-remote")
 
 
@@ -139,6 +141,7 @@ class HybridStorage:
         self.on_pressure: Callable[[], None] | None = None
         self._push_lock = threading.Lock()
         self._remote_checked = False
+        self._lock_fd = -1
 
     # == lifecycle ========================================================================
     def initialize(self) -> str:
@@ -151,6 +154,7 @@ class HybridStorage:
             ) from None
         if not os.access(self.root, os.W_OK):
             raise StorageError(f"storage_path {self.root}: not writable by this user")
+        self._take_lock()
         self.git.open()
         loaded = self._load_files()
         if loaded:
@@ -160,6 +164,18 @@ class HybridStorage:
             self.restored_from = self._load_git()
         replayed = self._replay_journal()
         self._ensure_views()
+        if self.config.git.remote and self.restored_from != "git-remote":
+            # A newer backup on the remote (the disk came from an old snapshot, or another VM
+            # wrote the branch) is merged now rather than at the first push.
+            try:
+                with self._push_lock:
+                    self._merge_remote(START_FETCH_TIMEOUT)
+            except (GitUnavailable, OSError) as exc:
+                self.backup.last_push_error = redact(str(exc))
+                log.warning(
+                    "remote not checked at start; will check before the first push",
+                    extra={"error": self.backup.last_push_error},
+                )
         if (
             self.config.git.remote
             and self.git.state.head is not None
@@ -179,6 +195,26 @@ class HybridStorage:
             },
         )
         return self.restored_from
+
+    def _take_lock(self) -> None:
+        """One agent per storage path: a second one would replay and write the same files."""
+        fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise StorageError(
+                f"storage_path {self.root} is in use by another agent (pid {holder})"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # closing the descriptor drops the flock
+            self._lock_fd = -1
 
     def _ensure_views(self) -> None:
         """Super Spine's views (agents.json, tasks.json, stats.json, ...) exist from the start."""
@@ -201,6 +237,7 @@ class HybridStorage:
         finally:
             self.journal.close()
             self.git.close()
+            self._release_lock()
             self._open = False
 
     # == the record API ===================================================================

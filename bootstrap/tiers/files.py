@@ -215,7 +215,8 @@ class FilesTier:
 
     def _quarantine(self, path: Path, reason: str) -> None:
         self.quarantine_dir.mkdir(exist_ok=True)
-        target = self.quarantine_dir / f"{path.name}.{time.strftime('%Y%m%dT%H%M%S')}"
+        stamp = time.strftime("%Y%m%dT%H%M%S") + f".{time.time_ns() % 1_000_000_000:09d}"
+        target = self.quarantine_dir / f"{path.name}.{stamp}"
         os.replace(path, target)
         if path.name != MANIFEST_NAME:
             self.lost.append(path.name)

@@ -197,7 +197,8 @@ def test_restart_prefers_warm_files_and_replays_the_journal(make_storage, tmp_pa
     storage.put("agents", "in-file", 1)
     storage.tier()
     storage.put("agents", "in-journal-only", 2)
-    storage.journal.close()  # like a crash: no flush, no tier
+    storage.journal.close()  # like a crash: no flush, no tier; the process's lock goes with it
+    storage._release_lock()
     storage._open = False
     again = make_storage()
     assert again.restored_from == "files"
@@ -234,3 +235,13 @@ def test_newer_git_backup_contributes_only_newer_records(make_storage, clock, tm
     (root / ".warm-manifest.json").write_bytes(stale_manifest)
     again = make_storage()
     assert again.get("agents", "a") == "v1" and again.get("agents", "b") == "v2"
+
+
+def test_one_agent_per_storage_path(make_storage) -> None:
+    from bootstrap.storage import StorageError
+
+    first = make_storage()
+    with pytest.raises(StorageError, match="in use by another agent"):
+        make_storage()
+    first.close(backup=False)
+    make_storage()  # the lock went with the first agent
