@@ -52,6 +52,10 @@ class PlaybookRun:
         """The end of the output, for assertion messages."""
         return "\n".join(self.output.splitlines()[-lines:])
 
+    def task_changed(self, name_start: str) -> bool:
+        """Whether a task whose name starts with name_start (role prefix aside) changed."""
+        return any(task.split(" : ", 1)[-1].startswith(name_start) for task in self.changed_tasks())
+
     def changed_tasks(self) -> list[str]:
         """Names of the tasks that reported a change (for a readable failure message)."""
         names, current = [], ""
