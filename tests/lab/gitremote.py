@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import os
 import signal
 import socket
@@ -20,13 +19,12 @@ from types import TracebackType
 
 from tests.lab.disks import check_port, free_port
 from tests.lab.errors import LabError
+from tests.lab.process import child_setup
 
 GUEST_HOST_ADDRESS = "10.0.2.2"
 _live: weakref.WeakSet[LabGitRemote] = weakref.WeakSet()
 
 
-def _set_pdeathsig() -> None:
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
 
 
 class LabGitRemote:
@@ -82,7 +80,7 @@ class LabGitRemote:
                  "--informative-errors", f"--base-path={self.base}", "--listen=127.0.0.1",
                  f"--port={self.port}", str(self.base)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=None if self.persist else _set_pdeathsig,
+                start_new_session=True, preexec_fn=child_setup(self.persist),
             )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

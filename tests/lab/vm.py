@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import json
 import os
 import shlex
@@ -29,6 +28,7 @@ from tests.lab import recipe
 from tests.lab.disks import check_port, free_port, make_blank_disk, port_in_use
 from tests.lab.errors import LabError
 from tests.lab.image import LabImage, ensure_image
+from tests.lab.process import child_setup
 
 DISK_NAME = "super-spine-disk"
 HOST_ALIAS = "lab"
@@ -48,12 +48,6 @@ class LabSSHError(LabError):
     def __init__(self, message: str, details: str, result: subprocess.CompletedProcess[str]):
         super().__init__(message, details)
         self.result = result
-
-
-def _set_pdeathsig() -> None:
-    """Make QEMU die with the Python process that started it (tests must leave no QEMU)."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -205,7 +199,7 @@ class LabVM:
             self.proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 cwd=self.workdir, start_new_session=True,
-                preexec_fn=None if self.persist else _set_pdeathsig,
+                preexec_fn=child_setup(self.persist),
             )
         self.pid = self.proc.pid
         self._save_state()
