@@ -23,9 +23,13 @@ REPEATS = 3
 
 
 def _close_quietly(storage: HybridStorage) -> None:
-    """Release files without the shutdown flush: restore cost only, nothing written after."""
+    """Release files without the shutdown flush: restore cost only, nothing written after.
+    The storage-path lock (one agent per path) is dropped too, for the next sample."""
     storage.journal.close()
     storage.git.close()
+    release = getattr(storage, "_release_lock", None)
+    if release is not None:
+        release()
 
 
 # Steps of initialize() timed apart (private names of the agent: skipped if they change).
