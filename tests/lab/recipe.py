@@ -74,10 +74,13 @@ FILES: dict[str, str] = {
     "/etc/hostname": f"{HOSTNAME}\n",
     "/etc/hosts": f"127.0.0.1 localhost\n127.0.1.1 {HOSTNAME}\n::1 localhost ip6-localhost\n",
     "/etc/fstab": f"LABEL={ROOT_LABEL} / ext4 rw,discard,errors=remount-ro 0 1\n",
-    "/etc/resolv.conf": "nameserver 10.0.2.3\n",
+    # No resolver on purpose: QEMU's user network would NAT the guest to whatever the host
+    # reaches (here the Debian and PyPI mirrors), so a role that downloads would pass in the
+    # lab and fail offline. Without DNS it fails here too. The host stays reachable: 10.0.2.2.
+    "/etc/resolv.conf": "# no nameserver: the lab VM is offline (host: 10.0.2.2)\n",
     "/etc/systemd/network/10-lab.network": (
         "[Match]\nName=en*\n\n[Network]\nDHCP=ipv4\nIPv6AcceptRA=no\n"
-        "LinkLocalAddressing=no\n"
+        "LinkLocalAddressing=no\n\n[DHCPv4]\nUseDNS=no\n"
     ),
     "/etc/ssh/sshd_config.d/10-lab.conf": (
         "UseDNS no\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n"
@@ -90,12 +93,11 @@ FILES: dict[str, str] = {
         'SYMLINK+="disk/by-id/google-$env{ID_SERIAL_SHORT}-part%n"\n'
     ),
     # Small initrd: only what a q35 virtio VM needs to find LABEL=root (faster under TCG).
-    "/etc/initramfs-tools/conf.d/lab.conf": "MODULES=list\nCOMPRESS=zstd\n",
+    "/etc/initramfs-tools/conf.d/lab.conf": "MODULES=list\n",
     "/etc/initramfs-tools/modules": (
         "virtio_pci\nvirtio_blk\nvirtio_scsi\nvirtio_net\nsd_mod\next4\ncrc32c_generic\n"
     ),
     "/etc/systemd/journald.conf.d/lab.conf": "[Journal]\nStorage=volatile\nRuntimeMaxUse=32M\n",
-    # A quick login prompt on the serial console makes the boot log readable.
     "/etc/default/locale": "LANG=C.UTF-8\n",
 }
 

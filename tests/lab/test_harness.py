@@ -91,6 +91,12 @@ def test_the_git_remote_is_reachable_from_the_guest(vm: LabVM, remote: LabGitRem
     assert host.stdout.strip() == "hello"
 
 
+def test_the_guest_cannot_download(vm: LabVM) -> None:
+    """Whatever the roles need must be in the image: the guest resolves no names."""
+    result = vm.ssh("getent hosts deb.debian.org", check=False)
+    assert result.returncode != 0
+
+
 def test_ssh_check_raises_a_lab_error(vm: LabVM) -> None:
     with pytest.raises(LabError, match=r"exit 3"):
         vm.ssh("exit 3")
