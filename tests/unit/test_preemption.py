@@ -116,7 +116,7 @@ def test_preemption_pushes_the_backup(tmp_path: Path, metadata: FakeMetadata) ->
     assert agent.watcher is not None and agent.watcher.preempted.wait(10)
     agent.watcher._thread.join(10)  # type: ignore[union-attr]
     shown = subprocess.run(
-        ["git", "--git-dir", str(remote), "show", "backup/spot-vm:snapshot/agents.json"],
+        ["git", "--git-dir", str(remote), "log", "-p", "backup/spot-vm"],
         capture_output=True,
         text=True,
         check=True,
