@@ -142,6 +142,7 @@ class HybridStorage:
         self._bytes = 0
         self._dirty_files: set[tuple[str, str | None]] = set()
         self._git_deletes: dict[str, dict[str, float]] = {}  # file -> key -> deleted at
+        self._git_pending: set[tuple[str, str]] = set()  # (collection, key) not yet in git
         self._oldest_git_change: float | None = None
         self._last_git_backup = clock()
         self._evict_blocked = False
@@ -329,6 +330,8 @@ class HybridStorage:
                 if old.cls is not pclass:
                     self._forget_in_tiers(collection, key, old)
             entry = Entry(raw, pclass, now, pclass.to_files, pclass.to_git)
+            if pclass.to_git:
+                self._git_pending.add((collection, key))
             coll[key] = entry
             self._bytes += entry.size
             if pclass.to_files:
@@ -646,17 +649,17 @@ class HybridStorage:
         changes: list[GitRecord] = []
         touched: list[tuple[str, str, Entry]] = []
         with self._lock:
-            for collection, coll in self._mem.items():
-                mapped = self.config.class_of(collection)
-                for key, entry in coll.items():
-                    if not entry.dirty_git:
-                        continue
-                    override = None if entry.cls is mapped else entry.cls.value
-                    name = self.files.file_name(collection, override)
-                    assert entry.value is not None  # dirty_git records are never evicted
-                    changes.append(GitRecord(name, key, entry.mtime, entry.value))
-                    entry.dirty_git = False
-                    touched.append((collection, key, entry))
+            # Only the records changed since the last backup: O(changes), not O(records).
+            pending, self._git_pending = self._git_pending, set()
+            for collection, key in sorted(pending):
+                entry = self._mem.get(collection, {}).get(key)
+                if entry is None or not entry.dirty_git:
+                    continue  # deleted since (the delete is queued below) or already taken
+                name = self.files.file_name(collection, self._override(collection, entry.cls))
+                assert entry.value is not None  # dirty_git records are never evicted
+                changes.append(GitRecord(name, key, entry.mtime, entry.value))
+                entry.dirty_git = False
+                touched.append((collection, key, entry))
             for name, keys in self._git_deletes.items():
                 for key, when in keys.items():
                     changes.append(GitRecord(name, key, when, None))
@@ -666,8 +669,9 @@ class HybridStorage:
 
     def _requeue_git(self, touched: list[tuple[str, str, Entry]]) -> None:
         with self._lock:
-            for _, _, entry in touched:
+            for collection, key, entry in touched:
                 entry.dirty_git = True
+                self._git_pending.add((collection, key))
             self._oldest_git_change = self.clock()
 
     def _critical_files(self) -> dict[str, Path]:
@@ -790,6 +794,7 @@ class HybridStorage:
                     self._forget_in_tiers(collection, key, local)
                 if value is not None:
                     entry = Entry(value, cls, mtime, True, True)
+                    self._git_pending.add((collection, key))
                     coll[key] = entry
                     self._bytes += entry.size
                     self._dirty_files.add((collection, self._override(collection, cls)))
@@ -976,6 +981,8 @@ class HybridStorage:
                         self._git_deletes.setdefault(name, {})[op.key] = op.ts
                 else:
                     entry = Entry(op.value, cls, op.ts, True, cls.to_git)
+                    if cls.to_git:
+                        self._git_pending.add((op.collection, op.key))
                     coll[op.key] = entry
                     self._bytes += entry.size
                 self._dirty_files.add((op.collection, override))
