@@ -612,7 +612,7 @@ def _known_keys(r: _Reader) -> None:
             raise ConfigError(
                 full,
                 "<set>",
-                f"{hint}the keys of Pulumi.yaml and docs/infra.md ({', '.join(DEFAULTS)})",
+                f"{hint}the keys of Pulumi.yaml and README.md ({', '.join(DEFAULTS)})",
                 secret=True,
             )
 
