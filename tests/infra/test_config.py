@@ -348,7 +348,7 @@ def test_example_stack_file_is_valid_for_every_topology(topology: str) -> None:
     assert load_config(DictSource(config)).topology == topology
 
 
-def test_docs_list_every_config_key() -> None:
-    docs = (ROOT / "docs" / "infra.md").read_text()
+def test_readme_lists_every_config_key() -> None:
+    docs = (ROOT / "README.md").read_text()
     for key in [*DEFAULTS, "gcp:project", "gcp:region"]:
         assert f"`{key}`" in docs, key
