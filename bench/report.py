@@ -44,7 +44,8 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         "met": sock <= 2 * red,
     })
 
-    parts, verdict = [], {}
+    parts: list[str] = []
+    verdict: dict[str, bool] = {}
     for clients in (1, 8):
         redis_always = _find(thr, "redis always", "SET (fsync)", clients=clients)["ops_s"]
         for system, label in (("agent in-process", "put critical (fdatasync)"),

@@ -54,8 +54,34 @@ def agent_binary() -> list[str]:
     return [found] if found else [sys.executable, "-m", "bootstrap.cli"]
 
 
-class AgentDaemon:
+class ManagedServer:
+    """A server process the bench starts and always stops (also on failure)."""
+
+    proc: subprocess.Popen[bytes] | None = None
+    stop_grace = 20.0
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def rss_bytes(self) -> int:
+        return psutil.Process(self.pid).memory_info().rss
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.proc is not None:
+            _stop(self.proc, self.stop_grace)
+
+
+class AgentDaemon(ManagedServer):
     """`spine-agent run` on a temp config; ready once GET /v1/health answers."""
+
+    stop_grace = 60.0
 
     def __init__(self, root: Path, name: str = "agent") -> None:
         self.root = root
@@ -104,25 +130,8 @@ class AgentDaemon:
             time.sleep(0.02)
         raise RuntimeError(f"spine-agent not ready after {timeout}s")
 
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
 
-    def rss_bytes(self) -> int:
-        return psutil.Process(self.pid).memory_info().rss
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self.proc is not None:
-            _stop(self.proc, 60)
-
-
-class RedisServer:
+class RedisServer(ManagedServer):
     """redis-server on a unix socket in a temp dir, AOF on with the given appendfsync."""
 
     def __init__(self, root: Path, appendfsync: str) -> None:
@@ -148,9 +157,7 @@ class RedisServer:
             "--daemonize", "no",
             "--logfile", str(self.dir / "redis.log"),
         ]  # fmt: skip
-        self.proc = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
-        )
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -168,20 +175,3 @@ class RedisServer:
 
     def version(self) -> str:
         return str(self.client().info("server")["redis_version"])
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def rss_bytes(self) -> int:
-        return psutil.Process(self.pid).memory_info().rss
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self.proc is not None:
-            _stop(self.proc, 20)

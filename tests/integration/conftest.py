@@ -7,12 +7,10 @@ and every directory lives under a short /tmp path so unix socket paths stay unde
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +23,8 @@ from urllib.parse import quote
 
 import pytest
 import yaml
+
+from bootstrap.cli import UnixHTTPConnection
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -50,16 +50,11 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-class UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path, timeout: float = REQUEST_TIMEOUT) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.socket_path = path
+class UnixConnection(UnixHTTPConnection):
+    """The CLI's own unix-socket connection, with the tests' default timeout."""
 
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(str(self.socket_path))
-        self.sock = sock
+    def __init__(self, path: Path, timeout: float = REQUEST_TIMEOUT) -> None:
+        super().__init__(path, timeout=timeout)
 
 
 @dataclass
