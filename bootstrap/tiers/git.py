@@ -19,6 +19,7 @@ import datetime as dt
 import logging
 import os
 import shlex
+import stat
 import subprocess
 import tempfile
 import time
@@ -78,6 +79,9 @@ class _InProcessWrites(GitCmdObjectDB):
     """GitPython's default database, except that objects are written in-process as loose
     objects: its own store() runs one `git hash-object` process per object (six per backup)."""
 
+    # gitdb makes new objects 0444 (readable by everyone); the backup is owner and group only.
+    new_objects_mode = 0o440
+
     def store(self, istream: IStream) -> IStream:
         return LooseObjectDB.store(self, istream)
 
@@ -136,7 +140,18 @@ class GitTier:
             # as packs, not exploded into loose objects.
             cfg.set_value("core", "bigFileThreshold", "512k")
             cfg.set_value("fetch", "unpackLimit", "1")
+        self._tighten_permissions()
         self._load_state()
+
+    def _tighten_permissions(self) -> None:
+        """Take away others' access to anything in the backup repository (files written by
+        gitdb before it was told otherwise, or a repository copied in)."""
+        for root, dirs, files in os.walk(self.path):
+            for name in dirs + files:
+                path = os.path.join(root, name)
+                mode = os.lstat(path).st_mode
+                if mode & 0o007 and not stat.S_ISLNK(mode):
+                    os.chmod(path, stat.S_IMODE(mode) & ~0o007)
 
     @property
     def repo(self) -> git.Repo:
@@ -219,6 +234,8 @@ class GitTier:
         # A Commit object, not a hex string: from a string GitPython looks the sha up through a
         # `git cat-file --batch-check` child that it keeps alive (a leaked child per agent).
         SymbolicReference.create(self.repo, self.ref, Commit(self.repo, sha), force=True)
+        # gitdb's lock file leaves refs 0644 whatever the umask: owner and group only here.
+        (self.path / self.ref).chmod(0o640)
         self.state.head = sha
         self._release_readers()  # no-op unless something above started a reader anyway
 

@@ -130,3 +130,24 @@ def test_push_never_replaces_a_remote_tip_it_has_not_merged(tier: GitTier, tmp_p
     state = other.fetch_foreign()
     assert state is not None and b'"a"' in other.read_tip(state)[0]["agents.json"]
     assert other.state.head != tier.state.head  # fetched aside, not over its own branch
+
+
+def test_backup_files_are_not_world_readable(tier: GitTier, tmp_path: Path) -> None:
+    tier.commit_snapshot(snapshot_file(tmp_path, "agents.json", {"a": b"1"}), "h")
+    tier.commit_changes([GitRecord("agents.json", "b", 1.0, b"2")], "h")
+    exposed = [
+        p for p in (tier.path / "objects").rglob("*") if p.is_file() and p.stat().st_mode & 0o007
+    ]
+    ref = tier.path / tier.ref
+    assert exposed == [] and ref.stat().st_mode & 0o777 == 0o640
+
+
+def test_opening_the_repository_tightens_old_files(tier: GitTier, tmp_path: Path, clock) -> None:
+    tier.commit_snapshot(snapshot_file(tmp_path, "agents.json", {"a": b"1"}), "h")
+    ref = tier.path / tier.ref
+    ref.chmod(0o644)
+    tier.close()
+    again = GitTier(tier.path, tier.branch, tier.remote, clock=clock)
+    again.open()
+    assert ref.stat().st_mode & 0o777 == 0o640
+    assert again.state.head == tier.state.head
