@@ -10,10 +10,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
-from .config import AgentConfig, TieringConfig, config_from_mapping
+from .config import AgentConfig, config_from_mapping
 from .preemption import PreemptionWatcher, running_on_gce
 from .scheduler import TieringScheduler
 from .storage import HybridStorage, TierReport
@@ -151,9 +150,4 @@ class HybridVMStorage:
         return self.storage.status()
 
 
-def with_tiering(config: AgentConfig, **changes: Any) -> AgentConfig:
-    """A copy of config with tiering settings changed (tests and benchmarks)."""
-    return replace(config, tiering=replace(config.tiering, **changes))
-
-
-__all__ = ["HybridVMStorage", "Lifecycle", "TieringConfig", "with_tiering"]
+__all__ = ["HybridVMStorage", "Lifecycle"]

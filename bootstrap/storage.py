@@ -22,8 +22,8 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +112,6 @@ class Counters:
     put_errors: int = 0
     tier_passes: int = 0
     backups: int = 0
-    by_class: dict[str, int] = field(default_factory=dict)
 
 
 class HybridStorage:
@@ -410,9 +409,6 @@ class HybridStorage:
             if raw is not None:
                 result[key] = orjson.loads(raw)
         return result, len(keys) > limit
-
-    def collections(self) -> list[str]:
-        return sorted(self._mem)
 
     def record_count(self) -> int:
         return sum(len(c) for c in self._mem.values())
@@ -1066,11 +1062,6 @@ class HybridStorage:
         if self.backup.oldest_unpushed_at is None:
             return 0.0
         return round(now - self.backup.oldest_unpushed_at, 3)
-
-    def iter_entries(self) -> Iterator[tuple[str, str, Entry]]:
-        with self._lock:
-            items = [(c, k, e) for c, coll in self._mem.items() for k, e in coll.items()]
-        yield from items
 
     @staticmethod
     def _check_names(collection: str, key: str) -> None:

@@ -58,13 +58,3 @@ def parse_duration(text: str | int | float) -> float:
     if not match or (unit not in _DURATION_UNITS and unit != ""):
         raise ValueError("expected a duration such as 30s, 5min, 2h or 7d")
     return float(match.group(1)) * _DURATION_UNITS.get(unit or "s", 1.0)
-
-
-def format_bytes(count: int) -> str:
-    """Human-readable size for logs and status."""
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
-        value /= 1024
-    return f"{count}B"

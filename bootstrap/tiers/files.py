@@ -150,10 +150,6 @@ class FilesTier:
         }
         return locations
 
-    def remove_file(self, name: str) -> None:
-        (self.root / name).unlink(missing_ok=True)
-        self._manifest.pop(name, None)
-
     def commit_manifest(self) -> None:
         """Record what was written; called after a batch of write_file calls."""
         self.written_at = self.clock()
