@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from bootstrap.config import (
 )
 from bootstrap.config_file import MAX_CONFIG_BYTES, MAX_DEPTH
 from bootstrap.records import PersistenceClass
+from bootstrap.units import parse_duration, parse_size
 
 
 def error_for(raw: dict[str, Any]) -> str:
@@ -382,3 +384,15 @@ def test_a_missing_empty_oversized_or_odd_credential_file_is_refused(
     assert "not 0" in refused(str(secret_file(tmp_path, "empty", 0o600, content="")))
     big = secret_file(tmp_path, "big", 0o600, content="x" * (MAX_SECRET_FILE_BYTES + 1))
     assert f"1 to {MAX_SECRET_FILE_BYTES} bytes" in refused(str(big))
+
+
+def test_the_readme_states_the_limits_the_code_enforces() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme.split("<!-- CONFIG-LIMITS", 1)[1].split("\n\n", 1)[0]
+    rows = re.findall(r"^\| `([a-z_.]+)` \| `([^`]+)` \| `([^`]+)` \|$", table, re.M)
+    stated = {key: (low, high) for key, low, high in rows}
+    assert set(stated) == set(DURATION_LIMITS) | set(SIZE_LIMITS)
+    for key, (low, high) in stated.items():
+        parse = parse_duration if key in DURATION_LIMITS else parse_size
+        enforced = DURATION_LIMITS.get(key) or SIZE_LIMITS[key]
+        assert (parse(low), parse(high)) == pytest.approx(enforced), key
