@@ -9,6 +9,7 @@ round trip are shared.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -98,12 +99,26 @@ class GroupCommitter:
     def _commit(self, batch: list[tuple[Change, Future[int]]]) -> None:
         try:
             versions = self._write_batch([change for change, _ in batch])
-        except BaseException as exc:
-            for _, future in batch:
-                future.set_exception(exc)
+        except ValueError:
+            if len(batch) > 1:  # one bad value must not fail its neighbours: one by one
+                for item in batch:
+                    self._commit([item])
+                return
+            raise_into(batch)
+            return
+        except BaseException:
+            raise_into(batch)
             return
         for (_, future), version in zip(batch, versions, strict=True):
             future.set_result(version)
         self._batches += 1
         self._changes += len(batch)
         self._largest = max(self._largest, len(batch))
+
+
+def raise_into(batch: list[tuple[Change, Future[int]]]) -> None:
+    """Hand the exception being handled to every writer of the batch."""
+    exc = sys.exc_info()[1]
+    assert exc is not None
+    for _, future in batch:
+        future.set_exception(exc)

@@ -74,6 +74,7 @@ T = TypeVar("T")
 DEFAULT_MAX_VALUE_SIZE = 1024**2
 POOL_SIZE = 4
 WAIT_TIMEOUT = 5.0  # longest a caller waits for a pooled connection before TierUnavailable
+LISTENER_APPLICATION_NAME = "spine-agent-listener"
 OWN_TXIDS = 4096  # recent transactions of this agent: the listener does not echo them back
 _CLASSES = {c.value for c in PersistenceClass}
 
@@ -81,11 +82,13 @@ _CLASSES = {c.value for c in PersistenceClass}
 class ChangeReader:
     """The rows of one snapshot, streamed once; `mark` is where the next read starts."""
 
-    def __init__(self, pool: ConnectionPool, stmts: Statements, since: int | None) -> None:
+    def __init__(
+        self, pool: ConnectionPool, stmts: Statements, since: int | None, wait_timeout: float
+    ) -> None:
         self._pool = pool
         self._stmts = stmts
         self._since = since
-        self._conn: psycopg.Connection | None = pool.getconn(WAIT_TIMEOUT)
+        self._conn: psycopg.Connection | None = pool.getconn(wait_timeout)
         try:
             self.mark = begin_snapshot(self._conn)
         except BaseException:
@@ -130,11 +133,13 @@ class PostgresTier:
         host: str | None = None,
         max_value_size: int = DEFAULT_MAX_VALUE_SIZE,
         pool_size: int = POOL_SIZE,
+        wait_timeout: float = WAIT_TIMEOUT,
     ) -> None:
         self.config = config
         self.host = host or socket.gethostname()
         self.max_value_size = max_value_size
         self._pool_size = pool_size
+        self._wait_timeout = wait_timeout
         self._stmts = Statements(config.schema)
         self._pool: ConnectionPool | None = None
         self._committer: GroupCommitter | None = None
@@ -172,12 +177,12 @@ class PostgresTier:
             kwargs=self._connect_params,
             min_size=1,
             max_size=self._pool_size,
-            timeout=WAIT_TIMEOUT,
+            timeout=self._wait_timeout,
             name=f"postgres-{self.config.schema}",
             open=False,
         )
         try:
-            pool.open(wait=True, timeout=WAIT_TIMEOUT * 2)
+            pool.open(wait=True, timeout=self._wait_timeout * 2)
         except psycopg.Error as exc:
             pool.close()
             raise unavailable(exc) from None
@@ -205,7 +210,7 @@ class PostgresTier:
         """Everything (since None, by COPY) or what was written at or after `since`."""
         pool = self._require_pool()
         try:
-            return ChangeReader(pool, self._stmts, since)
+            return ChangeReader(pool, self._stmts, since, self._wait_timeout)
         except psycopg.Error as exc:
             raise self._failed(exc) from None
 
@@ -267,7 +272,7 @@ class PostgresTier:
         if self._listener is not None:
             raise RuntimeError("the postgres listener is already running")
         self._listener = Listener(
-            connect=self._connect,
+            connect=lambda: self._connect(LISTENER_APPLICATION_NAME),
             stmts=self._stmts,
             channel=channel_name(self.config.schema),
             since=since,
@@ -305,8 +310,11 @@ class PostgresTier:
     def _connect_params(self) -> dict[str, Any]:
         return {**self.config.connect_kwargs(), "autocommit": True}
 
-    def _connect(self) -> psycopg.Connection:
-        return psycopg.connect(**self._connect_params())
+    def _connect(self, application_name: str | None = None) -> psycopg.Connection:
+        params = self._connect_params()
+        if application_name:
+            params["application_name"] = application_name
+        return psycopg.connect(**params)
 
     def _connect_error(self, exc: psycopg.Error) -> Exception:
         pw_file = str(self.config.password_file) if self.config.password_file else None
