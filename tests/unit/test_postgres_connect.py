@@ -9,7 +9,8 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -17,6 +18,7 @@ import pytest
 
 from bootstrap.config import ConfigError
 from bootstrap.tiers.pg_config import parse_postgres_config
+from bootstrap.tiers.pg_listener import Listener
 from bootstrap.tiers.pg_schema import LATEST_VERSION, SchemaTooNew
 from bootstrap.tiers.postgres import (
     Change,
@@ -192,91 +194,90 @@ class Inbox:
             return [c.key for c in self.changes]
 
 
-def test_listener_delivers_other_agents_changes_not_its_own(
-    pg_db: PgDatabase, tmp_path: Path
-) -> None:
-    a, b = tier_for(pg_db.section(), tmp_path, "a"), tier_for(pg_db.section(), tmp_path, "b")
-    mark = a.open()
-    b.open()
-    inbox = Inbox()
-    listener = b.listen(inbox, since=mark, poll_interval=60.0)  # only NOTIFY can wake it
-    try:
+@dataclass
+class Pair:
+    """Agent A writes; agent B listens (60 s poll: only NOTIFY or a reconnect can wake it)."""
+
+    a: PostgresTier
+    b: PostgresTier
+    inbox: Inbox
+    listener: Listener
+
+
+@pytest.fixture
+def make_pair(pg_db: PgDatabase, tmp_path: Path) -> Iterator[Callable[..., Pair]]:
+    opened: list[PostgresTier] = []
+
+    def factory(**b_overrides: object) -> Pair:
+        a = tier_for(pg_db.section(), tmp_path, "a")
+        b = tier_for(pg_db.section(**b_overrides), tmp_path, "b")
+        opened.extend((a, b))
+        mark = a.open()
+        b.open()
+        inbox = Inbox()
+        listener = b.listen(inbox, since=mark, poll_interval=60.0)
         assert listener.wait_connected(WAIT)
-        b.write([put("mine", b"1", 1.0)])
-        a.write([put("theirs", b"2", 1.0), put("gone", None, 1.0)])
-        wait_until(lambda: "gone" in inbox.received(), "a's changes on b")
-        time.sleep(0.3)
-        assert sorted(inbox.received()) == ["gone", "theirs"]
-        assert next(c for c in inbox.changes if c.key == "gone").value is None
-        status = b.status()["listener"]
-        assert status["connected"] and status["notifications"] >= 1
-    finally:
-        a.close()
-        b.close()
+        return Pair(a, b, inbox, listener)
+
+    yield factory
+    for tier in opened:
+        tier.close()
+
+
+def test_listener_delivers_other_agents_changes_not_its_own(
+    make_pair: Callable[..., Pair],
+) -> None:
+    pair = make_pair()
+    pair.b.write([put("mine", b"1", 1.0)])
+    pair.a.write([put("theirs", b"2", 1.0), put("gone", None, 1.0)])
+    wait_until(lambda: "gone" in pair.inbox.received(), "a's changes on b")
+    time.sleep(0.3)
+    assert sorted(pair.inbox.received()) == ["gone", "theirs"]
+    assert next(c for c in pair.inbox.changes if c.key == "gone").value is None
+    status = pair.b.status()["listener"]
+    assert status["connected"] and status["notifications"] >= 1
 
 
 def test_listener_resyncs_what_it_missed_while_disconnected(
-    pg_db: PgDatabase, tmp_path: Path
+    make_pair: Callable[..., Pair], pg_db: PgDatabase, tmp_path: Path
 ) -> None:
     """Cut the listener off and keep it off (its password file turns unreadable), write
     meanwhile, mend the file: the change must arrive by the resync, NOTIFY having been lost."""
     secret = private_password_file(pg_db, tmp_path)
-    a = tier_for(pg_db.section(), tmp_path, "a")
-    b = tier_for(pg_db.section(password_file=str(secret)), tmp_path, "b")
-    mark = a.open()
-    b.open()
-    inbox = Inbox()
-    listener = b.listen(inbox, since=mark, poll_interval=60.0)
-    try:
-        assert listener.wait_connected(WAIT)
-        secret.chmod(0o644)
-        with pg_db.cluster.admin() as admin:
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE application_name = 'spine-agent-listener' AND datname = %s",
-                (pg_db.name,),
-            )
-        wait_until(lambda: not b.status()["listener"]["connected"], "the listener to drop")
-        a.write([put("while-away", b"1", 1.0)])
-        wait_until(lambda: "mode 0600" in str(b.status()["listener"]["last_error"]),
-                   "the refusal in status")
-        assert inbox.received() == []
-        secret.chmod(0o600)
-        wait_until(lambda: "while-away" in inbox.received(), "the resync after reconnect")
-        assert b.status()["listener"]["reconnects"] >= 1
-    finally:
-        a.close()
-        b.close()
+    pair = make_pair(password_file=str(secret))
+    secret.chmod(0o644)
+    with pg_db.cluster.admin() as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'spine-agent-listener' AND datname = %s",
+            (pg_db.name,),
+        )
+    wait_until(lambda: not pair.listener.status()["connected"], "the listener to drop")
+    pair.a.write([put("while-away", b"1", 1.0)])
+    wait_until(lambda: "mode 0600" in str(pair.listener.status()["last_error"]),
+               "the refusal in status")
+    assert pair.inbox.received() == []
+    secret.chmod(0o600)
+    wait_until(lambda: "while-away" in pair.inbox.received(), "the resync after reconnect")
+    assert pair.listener.status()["reconnects"] >= 1
 
 
-def test_invalidation_delay_is_short(pg_db: PgDatabase, tmp_path: Path) -> None:
+def test_invalidation_delay_is_short(make_pair: Callable[..., Pair]) -> None:
     """A smoke check of the path the benchmark measures: write on A -> B's callback."""
-    a, b = tier_for(pg_db.section(), tmp_path, "a"), tier_for(pg_db.section(), tmp_path, "b")
-    mark = a.open()
-    b.open()
-    inbox = Inbox()
-    listener = b.listen(inbox, since=mark, poll_interval=60.0)
-    try:
-        assert listener.wait_connected(WAIT)
-        delays = []
-        for i in range(5):
-            a.write([put(f"k{i}", b"1", 1.0)])
-            delays.append(wait_until(lambda i=i: f"k{i}" in inbox.received(), "delivery"))
-        assert min(delays) < 5.0  # NOTIFY, not the 60 s poll, delivered them
-    finally:
-        a.close()
-        b.close()
+    pair = make_pair()
+    delays = []
+    for i in range(5):
+        pair.a.write([put(f"k{i}", b"1", 1.0)])
+        delays.append(wait_until(lambda i=i: f"k{i}" in pair.inbox.received(), "delivery"))
+    assert min(delays) < 5.0  # NOTIFY, not the 60 s poll, delivered them
 
 
 # -- outages ------------------------------------------------------------------------------------
 def test_server_crash_loses_no_acknowledged_write_and_everything_recovers(
-    pg_db: PgDatabase, tmp_path: Path
+    make_pair: Callable[..., Pair], pg_db: PgDatabase
 ) -> None:
-    a, b = tier_for(pg_db.section(), tmp_path, "a"), tier_for(pg_db.section(), tmp_path, "b")
-    mark = a.open()
-    b.open()
-    inbox = Inbox()
-    listener = b.listen(inbox, since=mark, poll_interval=60.0)
+    pair = make_pair()
+    a, listener = pair.a, pair.listener
     acknowledged: list[str] = []
     stop = threading.Event()
 
@@ -292,7 +293,6 @@ def test_server_crash_loses_no_acknowledged_write_and_everything_recovers(
 
     writer = threading.Thread(target=load)
     try:
-        assert listener.wait_connected(WAIT)
         writer.start()
         wait_until(lambda: len(acknowledged) > 20, "writes before the crash")
         pg_db.cluster.stop("immediate")
@@ -305,12 +305,11 @@ def test_server_crash_loses_no_acknowledged_write_and_everything_recovers(
         wait_until(lambda: len(acknowledged) > count + 20, "writes after the restart")
         stop.set()
         writer.join(WAIT)
-        stored = {c.key for c in a.read(None)}
-        assert set(acknowledged) <= stored
+        assert set(acknowledged) <= {c.key for c in a.read(None)}
         wait_until(lambda: listener.status()["connected"], "the listener to reconnect")
         a.write([put("after", b"1", 1.0)])
-        wait_until(lambda: "after" in inbox.received(), "delivery after the restart")
-        assert set(acknowledged) <= set(inbox.received())
+        wait_until(lambda: "after" in pair.inbox.received(), "delivery after the restart")
+        assert set(acknowledged) <= set(pair.inbox.received())
         assert listener.status()["reconnects"] >= 1
     finally:
         stop.set()
@@ -318,8 +317,6 @@ def test_server_crash_loses_no_acknowledged_write_and_everything_recovers(
             writer.join(WAIT)
         if not _ready(pg_db):
             pg_db.cluster.start()
-        a.close()
-        b.close()
 
 
 def test_password_is_read_again_when_reconnecting(pg_db: PgDatabase, tmp_path: Path) -> None:
