@@ -34,6 +34,7 @@ DEFAULT_CLASS_MAP: dict[str, list[str]] = {
 REMOTE_SCHEMES = ("file", "git", "ssh", "https", "http")
 MAX_ERROR_CHARS = 240
 MAX_ECHO_CHARS = 120
+MIN_ECHO_CHARS = 24
 MAX_ENV_CHARS = 4096
 MAX_PATH_BYTES = 4095  # PATH_MAX less the NUL
 MAX_URL_CHARS = 2048
@@ -61,8 +62,14 @@ class ConfigError(ValueError):
     """One short line naming the bad key and value (both cut short: the value may be huge)."""
 
     def __init__(self, key: str, value: Any, reason: str) -> None:
-        line = f"config error: {_shown_key(key)}={_ECHO.repr(value)}: {reason}"
-        line = " ".join(line.split())  # a reason never spans lines, whatever it quotes
+        reason = " ".join(str(reason).split())  # a reason never spans lines, whatever it quotes
+        head = f"config error: {_shown_key(key)}="
+        shown = " ".join(_ECHO.repr(value).split())
+        # The reason says what to do: the echoed value gives way to it first.
+        room = max(MIN_ECHO_CHARS, MAX_ERROR_CHARS - len(head) - len(reason) - 2)
+        if len(shown) > room:
+            shown = shown[: room - 3] + "..."
+        line = f"{head}{shown}: {reason}"
         if len(line) > MAX_ERROR_CHARS:
             line = line[: MAX_ERROR_CHARS - 3] + "..."
         super().__init__(line)

@@ -8,6 +8,8 @@ timed out, shutting down, restarting) is the server being away, and the tier ret
 
 from __future__ import annotations
 
+import re
+
 import psycopg
 
 from ..config import ConfigError
@@ -24,6 +26,9 @@ _TRANSIENT_FATALS = (
     "terminating connection",
 )
 _TLS_MARKERS = ("SSL", "certificate")
+_PREAMBLE = re.compile(
+    r'(connection failed: )?connection to server (at|on) "[^"]*"(, port \d+)? failed: '
+)
 
 
 class TierUnavailable(RuntimeError):
@@ -48,8 +53,11 @@ class ValueTooLarge(ValueError):
 
 
 def one_line(exc: BaseException) -> str:
-    """libpq messages span lines ("...\\n\\tIs the server running...?"): fold them."""
+    """libpq messages span lines ("...\\n\\tIs the server running...?"): fold them, and drop
+    the preamble naming host and port (the DSN beside it says that), so the server's own words
+    fit in one short error line."""
     text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+    text = _PREAMBLE.sub("", text).replace("FATAL: ", "")
     return redact_dsn(text) or type(exc).__name__
 
 
