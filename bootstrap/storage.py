@@ -19,6 +19,7 @@ import fcntl
 import gc
 import logging
 import os
+import pickle
 import socket
 import threading
 import time
@@ -54,6 +55,8 @@ LOCK_NAME = ".agent.lock"
 # dropped) once it holds this much: it bounds replay time and memory after a crash, also for an
 # agent that never lives to its first 5-minute pass.
 JOURNAL_CHECKPOINT_BYTES = 32 * 1024 * 1024
+# Memory is compacted after this many removals, once they outnumber the records left.
+COMPACT_AFTER_REMOVED = 10_000
 RESTORE_SOURCES = ("empty", "files", "git-local", "git-remote")
 
 
@@ -103,6 +106,7 @@ class TierReport:
     evicted: int = 0
     expired_cache: int = 0
     journal_segments_dropped: int = 0
+    compacted: bool = False
     seconds: float = 0.0
 
 
@@ -148,6 +152,7 @@ class HybridStorage:
         self._git_pending: set[tuple[str, str]] = set()  # (collection, key) not yet in git
         self._oldest_git_change: float | None = None
         self._last_git_backup = clock()
+        self._removed_since_compaction = 0
         self._files_covered = 0  # last journal segment the warm files hold
         self._git_covered = 0  # last journal segment git holds
         self._evict_blocked = False
@@ -424,10 +429,33 @@ class HybridStorage:
                     # hold memory (only a git backup cleans them).
                     self._evict_for_limit(ask_for_pass=False)
             self.counters.tier_passes += 1
-        report.seconds = time.perf_counter() - started
         if self.config.tiering.enabled and self._git_due():
             self.backup_git()
+        with self._maintenance, self._lock:
+            # After the backup: it lets go of the deleted keys that git was still to hear of.
+            report.compacted = self._compact_memory()
+        if report.compacted:
+            release_free_heap()
+        report.seconds = time.perf_counter() - started
         return report
+
+    def _compact_memory(self) -> bool:
+        """After many deletes, copy the survivors into new objects and new dicts. Freed records
+        leave Python's small-object arenas and the dicts' tables partly used, and neither is
+        ever handed back while one survivor sits in it (measured: 200k records, 90% deleted,
+        the RSS did not fall). The copies pack into few arenas; the rest empty and are freed."""
+        removed = self._removed_since_compaction
+        if removed < COMPACT_AFTER_REMOVED or removed < self.record_count():
+            return False
+        # Copies made while the originals live would land in the originals' half-empty pools
+        # (pymalloc fills used pools first): serialise the survivors into one large block,
+        # free every original, then rebuild into emptied arenas.
+        blob = pickle.dumps(self._mem, protocol=pickle.HIGHEST_PROTOCOL)
+        self._mem = {}
+        self._mem = pickle.loads(blob)
+        del blob
+        self._removed_since_compaction = 0
+        return True
 
     def _git_due(self) -> bool:
         now = self.clock()
@@ -553,6 +581,7 @@ class HybridStorage:
             for key in expired:
                 self._bytes -= coll.pop(key).size
                 report.expired_cache += 1
+            self._removed_since_compaction += len(expired)
             _ = collection
         self._drop_empty_collections()
 
@@ -583,6 +612,7 @@ class HybridStorage:
             self._bytes -= entry.size
             if entry.cls is PersistenceClass.CACHE:
                 del coll[key]
+                self._removed_since_compaction += 1
             else:
                 entry.value = None
             self.counters.evictions += 1
@@ -653,6 +683,7 @@ class HybridStorage:
         coll = self._mem.get(collection)
         old = coll.pop(key, None) if coll is not None else None
         if old is not None:
+            self._removed_since_compaction += 1
             if old.value is not None:
                 self._bytes -= old.size
             if old.cls is not cls:
