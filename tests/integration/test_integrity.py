@@ -4,10 +4,15 @@ one that failed, run against `spine-agent run` with `kill -9`."""
 
 from __future__ import annotations
 
+import os
+import random
 import socket
+import threading
 import time
 
-from .conftest import AgentFactory, BareRemote
+import pytest
+
+from .conftest import AgentFactory, BareRemote, Client
 
 
 def test_a_cache_override_then_delete_does_not_bring_the_critical_value_back(
@@ -158,3 +163,66 @@ def test_a_vm_with_warm_files_serves_without_waiting_for_a_silent_remote(
         print(f"ready after {ready_after:.2f}s with a silent remote")
     finally:
         black_hole.close()
+
+
+@pytest.mark.slow
+def test_aggressive_tiering_crash_loop_serves_every_read_right(agents: AgentFactory) -> None:
+    """Item 9: passes every 250 ms, a 1 MB memory limit and a 100 ms hot age make nearly every
+    read of an older record a pread while a pass rewrites its file; kills land anywhere."""
+    from .test_durability import WriterLog, _check_restored, _writer
+
+    rng = random.Random(int(os.environ.get("SPINE_TEST_SEED", "7")))
+    agent = agents.new(
+        memory_limit="1MB",
+        tiering={"file_backup_interval": "250ms", "git_backup_interval": "1s", "hot_age": "100ms"},
+    )
+    logs = [WriterLog(w) for w in range(2)]
+    served_right = [0]
+    bad: list[str] = []
+
+    def reader(client: Client, stop: threading.Event, seed: int) -> None:
+        pick = random.Random(seed)
+        try:
+            while not stop.is_set():
+                known = [item for log in logs for item in list(log.acked.items())[:2000]]
+                if not known:
+                    time.sleep(0.01)
+                    continue
+                (collection, key), value = pick.choice(known)
+                reply = client.get(collection, key)
+                if reply.status == 200 and reply.json() == value:
+                    served_right[0] += 1
+                elif reply.status != 404:  # 404: a writer may have deleted it meanwhile
+                    bad.append(f"{collection}/{key}: {reply.status} {reply.body[:80]!r}")
+        except Exception as exc:  # the kill ends every reader here
+            if not stop.is_set():
+                bad.append(f"before the kill: {exc!r}")
+        finally:
+            client.close()
+
+    for round_no in range(16):
+        agent.start()
+        client = agent.client()
+        _check_restored(client, logs, round_no)
+        client.close()
+        stop = threading.Event()
+        threads = [
+            threading.Thread(target=_writer, args=(agent.client(), log, round_no, stop, i))
+            for i, log in enumerate(logs)
+        ]
+        threads += [
+            threading.Thread(target=reader, args=(agent.client(), stop, 1000 * round_no + i))
+            for i in range(2)
+        ]
+        for thread in threads:
+            thread.start()
+        time.sleep(rng.uniform(0.5, 1.5))
+        stop.set()
+        agent.kill9()
+        for thread in threads:
+            thread.join(60)
+        assert bad == [], bad[:5]
+        for log in logs:
+            assert not log.errors, log.errors[:3]
+    print(f"reads served right: {served_right[0]}")
+    assert served_right[0] > 100
