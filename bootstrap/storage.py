@@ -632,7 +632,14 @@ class HybridStorage:
             del self._mem[name]
 
     def _read_evicted(self, collection: str, key: str, entry: Entry) -> bytes | None:
+        """One pread of the record's line. The entry is looked up again under the lock: the
+        one the caller found without it may have been replaced since (a put, a compaction),
+        and only the current entry's byte range matches the file a pass installed."""
         with self._lock:
+            current = self._mem.get(collection, {}).get(key)
+            if current is None:
+                return None  # deleted meanwhile
+            entry = current
             if entry.value is not None:
                 return entry.value
             if entry.loc is None:

@@ -131,3 +131,35 @@ def test_a_pass_that_fails_half_way_leaves_every_record_readable_and_right(
     assert all(again.get("agents", k) == value_for(k, 10) for k in keys)
     assert again.get("agents", "a-first") == value_for("a-first", 333)
     assert again.get("tasks", "t") == {"key": "t"}
+
+
+def test_a_reader_holding_an_entry_replaced_by_a_put_reads_the_current_record(
+    make_storage, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the concurrency test: a reader finds the evicted entry, a put replaces it, the
+    pass installs the new layout, and only then the reader takes the lock. The old entry's byte
+    range points into the old layout; the read must use the record as it is now."""
+    storage = make_storage()
+    keys = [f"k{i:03d}" for i in range(40)]
+    evicted_collection(storage, clock, keys)
+    storage.put("agents", "a-first", value_for("a-first", 500))  # moves every line
+    results: list[object] = []
+    real_replace = os.replace
+
+    def replace_then_race(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        real_replace(src, dst)
+        if Path(dst).name != "agents.json":
+            return
+        reader = threading.Thread(target=lambda: results.append(storage.get("agents", "k020")))
+        reader.start()
+        reader.join(0.3)  # it found the evicted entry and now waits for the pass's lock
+        storage.put("agents", "k020", value_for("k020", 77))  # same thread: the lock is ours
+        threads.append(reader)
+
+    threads: list[threading.Thread] = []
+    monkeypatch.setattr(os, "replace", replace_then_race)
+    storage.tier()
+    for thread in threads:
+        thread.join(30)
+    assert results == [value_for("k020", 77)] or results == [value_for("k020", 10)]
+    assert storage.get("agents", "k020") == value_for("k020", 77)
