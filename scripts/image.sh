@@ -35,7 +35,7 @@ done
 if ((${#base} > MAX_REF)) || ! [[ $base =~ ^[A-Za-z0-9][A-Za-z0-9._/:@-]*$ ]]; then
   die "--base '${base:0:80}' is not an image reference such as python:3.11-slim-bookworm"
 fi
-if ((${#name} > MAX_REF - 40)) || ! [[ $name =~ ^[a-z0-9][a-z0-9._/:-]*[a-z0-9]$ ]]; then
+if ((${#name} > MAX_REF - 40)) || ! [[ $name =~ ^([a-z0-9][a-z0-9.-]*(:[0-9]+)?/)?[a-z0-9]([a-z0-9._/-]*[a-z0-9])?$ ]]; then
   die "--name '${name:0:80}' is not a lower-case repository name such as REGION-docker.pkg.dev/PROJECT/REPO/agent"
 fi
 [ -x "$PY" ] || die "no $PY (run: bash scripts/setup.sh)"
@@ -85,7 +85,7 @@ if podman image exists "$ref"; then
   say "$ref is already built (same inputs, same tag)"
 else
   say "building $ref on $base"
-  podman build --quiet --format docker --timestamp "$SOURCE_DATE_EPOCH" --build-arg "BASE=$base" \
+  podman build --quiet --layers=false --format docker --timestamp "$SOURCE_DATE_EPOCH" --build-arg "BASE=$base" \
     --file "$CONTAINERFILE" --tag "$ref" "$stage" >"$stage/podman.log" 2>&1 \
     || { tail -n 20 "$stage/podman.log" >&2; die "podman build failed (log above)"; }
 fi
