@@ -10,6 +10,7 @@ import secrets
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import pytest
 
 from tests.container.base import ensure_base_image
 from tests.container.podman import REPO, podman
-from tests.integration.conftest import Client
+from tests.integration.conftest import Client, wait_for
 
 AGENT_UID = 10001  # the Containerfile's ARG AGENT_UID
 START_TIMEOUT = 90.0  # generous: the machine is shared with VMs and other test runs
@@ -98,21 +99,18 @@ class AgentContainer:
         return self
 
     def wait_serving(self, timeout: float = START_TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.inspect()["State"]["Running"]:
-                raise AssertionError(f"agent container exited before serving:\n{self.logs()}")
-            if self.socket.exists():
-                probe = Client(self.socket, timeout=5)
-                try:
-                    if probe.request("GET", "/v1/health").status == 200:
-                        return
-                except OSError:
-                    pass
-                finally:
-                    probe.close()
-            time.sleep(0.1)
-        raise AssertionError(f"agent did not serve within {timeout}s:\n{self.logs()}")
+        wait_for(self._serves, timeout, what=f"the agent in {self.name} to serve")
+
+    def _serves(self) -> bool:
+        if not self.inspect()["State"]["Running"]:
+            raise AssertionError(f"agent container exited before serving:\n{self.logs()}")
+        if not self.socket.exists():
+            return False
+        with closing(Client(self.socket, timeout=5)) as probe:
+            try:
+                return probe.request("GET", "/v1/health").status == 200
+            except OSError:
+                return False
 
     def inspect(self) -> dict[str, Any]:
         result: dict[str, Any] = json.loads(podman("inspect", self.name).stdout)[0]
