@@ -75,3 +75,13 @@ def test_a_bad_argument_exits_2_with_one_line(args: list[str], message: str) -> 
     assert len(lines) == 1, lines
     assert lines[0].startswith(message), lines[0]
     assert len(lines[0]) < 240
+
+
+def test_the_script_passes_shellcheck() -> None:
+    proc = subprocess.run(
+        ["shellcheck", "--severity=style", str(REPO / "scripts" / "image.sh")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
