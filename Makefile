@@ -3,9 +3,12 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TOPOLOGY ?= compute
+# make image IMAGE_BASE=... IMAGE_NAME=...: both optional (scripts/image.sh has the defaults)
+IMAGE_BASE ?=
+IMAGE_NAME ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint unit lab lab-down plan bench agent wheel clean
+.PHONY: setup test lint unit lab lab-down plan bench agent wheel image clean
 
 setup:
 	@bash scripts/setup.sh
@@ -44,6 +47,10 @@ agent: setup
 
 wheel: setup
 	$(PY) -m build --wheel --outdir dist .
+
+## The agent's container image, tagged by a hash of its inputs (prints the reference).
+image: setup
+	VENV=$(VENV) bash scripts/image.sh $(if $(IMAGE_BASE),--base $(IMAGE_BASE)) $(if $(IMAGE_NAME),--name $(IMAGE_NAME))
 
 clean:
 	rm -rf dist build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -10,6 +10,7 @@ APT_PACKAGES=(
   qemu-system-x86 qemu-utils debootstrap openssh-client
   redis-server shellcheck zstd e2fsprogs xfsprogs util-linux iproute2 procps
   postgresql openssl
+  podman runc catatonit uidmap slirp4netns
 )
 
 missing=()
