@@ -33,10 +33,12 @@ from .config import AgentConfig
 from .records import (
     ENTRY_OVERHEAD,
     Entry,
+    InvalidValue,
     PersistenceClass,
     check_collection,
     check_key,
     exact_bytes,
+    validate_value,
 )
 from .tiers.files import FilesTier, parse, read_value
 from .tiers.git import GitRecord, GitTier, GitUnavailable, RemoteMoved, redact
@@ -303,11 +305,10 @@ class HybridStorage:
             raise ValueTooLarge(
                 f"value is {len(raw)} bytes (max_value_size is {self.config.max_value_size})"
             )
-        if not canonical:
-            try:
-                raw = orjson.dumps(orjson.loads(raw))
-            except orjson.JSONDecodeError as exc:
-                raise BadRequest(f"body is not JSON: {exc}") from None
+        try:
+            raw = validate_value(raw, reencode=not canonical)
+        except InvalidValue as exc:
+            raise BadRequest(str(exc)) from None
         raw = exact_bytes(raw)
         now = self.clock()
         mapped = self.config.class_of(collection)
