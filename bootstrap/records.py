@@ -111,12 +111,12 @@ def validate_value(raw: bytes, reencode: bool = True) -> bytes:
         raise InvalidValue(f"value is nested deeper than {MAX_VALUE_DEPTH} levels (the maximum)")
     if not reencode:
         return raw
+    if _LONG_DIGITS.search(raw):  # before orjson, which reads 10**400 as "infinity"
+        _check_integers(raw)
     try:
         parsed = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidValue(f"body is not JSON: {exc}") from None
-    if _LONG_DIGITS.search(raw):
-        _check_integers(raw)
     return orjson.dumps(parsed)
 
 
@@ -137,8 +137,8 @@ def _check_integers(raw: bytes) -> None:
         token = match.group()
         if b"." in token or b"e" in token or b"E" in token:
             continue
-        number = int(token)
-        if not MIN_EXACT_INT <= number <= MAX_EXACT_INT:
+        # More than 20 digits is out of range anyway (and int() refuses over 4,300).
+        if len(token.lstrip(b"-")) > 20 or not MIN_EXACT_INT <= int(token) <= MAX_EXACT_INT:
             shown = token.decode() if len(token) <= 40 else f"{token[:40].decode()}..."
             raise InvalidValue(
                 f"integer {shown} is outside -2**63..2**64-1 and would not read back exactly; "
