@@ -18,9 +18,10 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger("spine.http")
 
-# File descriptors kept for everything but client connections: files, journal, git, logs.
-RESERVED_FDS = 64
-OVER_LIMIT_LINGER = 1.0  # seconds an over-limit connection may read before it is closed
+# File descriptors kept for everything but served connections: files, journal, git, logs, and
+# over-limit connections in their last moments.
+RESERVED_FDS = 128
+OVER_LIMIT_LINGER = 0.25  # seconds an over-limit connection may take to send its request
 
 
 def _reply(status: str, message: str) -> bytes:
@@ -46,8 +47,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._over_limit = len(self.connections) > self.max_connections
         if self._over_limit:
-            # Answer and half-close now: the descriptor is freed within a second, and a client
-            # that already sent its request still reads the 503 (no reset from unread data).
+            # Answer and half-close now; close once its request is read (closing with unread
+            # data would reset the connection and lose the 503) or after a short linger.
             transport.write(
                 _reply("503 Service Unavailable", "over api.max_connections; retry later")
             )
@@ -66,6 +67,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._over_limit:
+            self.transport.close()
             return
         self._head_completed = False
         super().data_received(data)
