@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -302,14 +302,8 @@ def _api_limits(api_raw: dict[str, Any], api: ApiConfig) -> ApiConfig:
                 "api.tcp_port", api.tcp_port, "needs api.token_file (a bearer token, mode 0600)"
             )
         read_token_file(api.token_file)
-    return ApiConfig(
-        socket=api.socket,
-        socket_mode=api.socket_mode,
-        tcp_port=api.tcp_port,
-        token_file=api.token_file,
-        max_header_bytes=header,
-        max_connections=connections,
-        idle_timeout=int(idle),
+    return replace(
+        api, max_header_bytes=header, max_connections=connections, idle_timeout=int(idle)
     )
 
 

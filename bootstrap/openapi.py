@@ -65,7 +65,18 @@ _CLASS_NAMES = [c.value for c in PersistenceClass]
 
 SCHEMAS: dict[str, Any] = {
     "Error": {**_obj({"error": _STR}), "additionalProperties": False},
-    "Value": {"description": VALUE_DESCRIPTION},
+    "Value": {
+        "description": VALUE_DESCRIPTION,
+        "nullable": True,
+        "anyOf": [
+            _BOOL,
+            _STR,
+            {"type": "integer", "minimum": MIN_EXACT_INT, "maximum": MAX_EXACT_INT},
+            {"type": "number", "format": "double"},
+            {"type": "array", "items": _ref("Value")},
+            {"type": "object", "additionalProperties": _ref("Value")},
+        ],
+    },
     "Stored": _obj({"ok": _BOOL, "collection": _STR, "key": _STR, "class": {"enum": _CLASS_NAMES}}),
     "Deleted": _obj({"ok": _BOOL, "deleted": _STR}),
     "RecordList": _obj(

@@ -83,7 +83,7 @@ def test_405_names_the_allowed_methods(agents: AgentFactory, path: str, allow: s
     agent = agents.new().start()
     reply = agent.client().request("PATCH", path, b"{}")
     assert reply.status == 405
-    assert reply.headers["allow"] == allow
+    assert set(reply.headers["allow"].split(", ")) == set(allow.split(", "))
     assert reply.headers["content-type"] == "application/json"
     assert "error" in reply.json()
     assert agent.stop() == 0
