@@ -8,14 +8,15 @@ back to a default on a production VM.
 from __future__ import annotations
 
 import os
+import reprlib
 import socket
+import stat
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
-
+from .config_file import ConfigFileError, read_mapping
 from .records import InvalidName, PersistenceClass, check_collection
 from .units import parse_duration, parse_size
 
@@ -31,14 +32,72 @@ DEFAULT_CLASS_MAP: dict[str, list[str]] = {
     "cache": ["cache"],
 }
 REMOTE_SCHEMES = ("file", "git", "ssh", "https", "http")
+MAX_ERROR_CHARS = 240
+MAX_ECHO_CHARS = 120
+MIN_ECHO_CHARS = 24
+MAX_ENV_CHARS = 4096
+MAX_PATH_BYTES = 4095  # PATH_MAX less the NUL
+MAX_URL_CHARS = 2048
+MAX_BRANCH_CHARS = 255
+MAX_SECRET_FILE_BYTES = 64 * 1024
+# (minimum, maximum) of every duration in seconds and every size in bytes: a value outside is
+# refused, naming the key. The maxima are far above any useful setting and below anything that
+# overflows a timer or wraps a counter.
+DURATION_LIMITS: dict[str, tuple[float, float]] = {
+    "stop_budget": (1.0, 3600.0),
+    "tiering.hot_age": (0.001, 30 * 86400.0),
+    "tiering.warm_age": (0.001, 365 * 86400.0),
+    "tiering.file_backup_interval": (0.01, 86400.0),
+    "tiering.git_backup_interval": (0.01, 7 * 86400.0),
+    "git.history_max_age": (60.0, 3650 * 86400.0),
+    "git.push_retry_max": (1.0, 86400.0),
+    "api.idle_timeout": (1.0, 3600.0),
+}
+SIZE_LIMITS: dict[str, tuple[int, int]] = {
+    "memory_limit": (1_000_000, 1024**4),
+    "max_value_size": (16, 64 * 1024**2),
+    "api.max_header_bytes": (1024, 1024**2),
+}
 
 
 class ConfigError(ValueError):
-    """One line naming the bad key and value."""
+    """One short line naming the bad key and value (both cut short: the value may be huge)."""
 
     def __init__(self, key: str, value: Any, reason: str) -> None:
-        super().__init__(f"config error: {key}={value!r}: {reason}")
+        reason = " ".join(str(reason).split())  # a reason never spans lines, whatever it quotes
+        head = f"config error: {_shown_key(key)}="
+        shown = " ".join(_ECHO.repr(value).split())
+        # The reason says what to do: the echoed value gives way to it first.
+        room = max(MIN_ECHO_CHARS, MAX_ERROR_CHARS - len(head) - len(reason) - 2)
+        if len(shown) > room:
+            shown = shown[: room - 3] + "..."
+        line = f"{head}{shown}: {reason}"
+        if len(line) > MAX_ERROR_CHARS:
+            line = line[: MAX_ERROR_CHARS - 3] + "..."
+        super().__init__(line)
         self.key = key
+
+
+def _echo() -> reprlib.Repr:
+    """A repr that stays short whatever the value: long strings and lists are elided."""
+    echo = reprlib.Repr()
+    echo.maxlevel = 2
+    echo.maxstring = MAX_ECHO_CHARS
+    echo.maxother = MAX_ECHO_CHARS
+    echo.maxlong = MAX_ECHO_CHARS
+    echo.maxlist = echo.maxtuple = echo.maxdict = echo.maxset = 4
+    return echo
+
+
+_ECHO = _echo()
+
+
+def _shown_key(key: Any) -> str:
+    """Keys we name are short identifiers; an unknown key from the file is echoed like a value."""
+    text = str(key)
+    if len(text) <= MAX_ECHO_CHARS and text.isprintable() and " " not in text:
+        return text
+    return _ECHO.repr(key)
 
 
 @dataclass(frozen=True)
@@ -155,20 +214,9 @@ def config_from_mapping(raw: dict[str, Any], base_dir: Path | None = None) -> Ag
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError("config", str(path), f"cannot read the file ({exc.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError("config", str(path), f"not valid YAML{where}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError("config", str(path), "the file must hold a mapping of keys")
-    return data
+        return read_mapping(path)
+    except ConfigFileError as exc:
+        raise ConfigError("config", str(path), str(exc)) from None
 
 
 def _apply_env(raw: dict[str, Any], env: dict[str, str]) -> None:
@@ -176,6 +224,8 @@ def _apply_env(raw: dict[str, Any], env: dict[str, str]) -> None:
     for name, value in env.items():
         if not name.startswith(ENV_PREFIX) or name == ENV_CONFIG_FILE:
             continue
+        if len(value) > MAX_ENV_CHARS:
+            raise ConfigError(name, value, f"longer than {MAX_ENV_CHARS} characters")
         dotted = name[len(ENV_PREFIX) :].lower()
         if "__" in dotted:
             section, key = dotted.split("__", 1)
@@ -201,13 +251,13 @@ def build_config(raw: dict[str, Any], base_dir: Path) -> AgentConfig:
     tiering_raw = sections["tiering"]
     tiering = TieringConfig(
         enabled=_bool("tiering.enabled", tiering_raw.get("enabled", True)),
-        hot_age=_duration("tiering.hot_age", tiering_raw.get("hot_age", "5min"), minimum=0.001),
-        warm_age=_duration("tiering.warm_age", tiering_raw.get("warm_age", "30min"), minimum=0.001),
+        hot_age=_duration("tiering.hot_age", tiering_raw.get("hot_age", "5min")),
+        warm_age=_duration("tiering.warm_age", tiering_raw.get("warm_age", "30min")),
         file_backup_interval=_duration(
-            "tiering.file_backup_interval", tiering_raw.get("file_backup_interval", "5min"), 0.01
+            "tiering.file_backup_interval", tiering_raw.get("file_backup_interval", "5min")
         ),
         git_backup_interval=_duration(
-            "tiering.git_backup_interval", tiering_raw.get("git_backup_interval", "30min"), 0.01
+            "tiering.git_backup_interval", tiering_raw.get("git_backup_interval", "30min")
         ),
     )
     if tiering.warm_age < tiering.hot_age:
@@ -218,14 +268,19 @@ def build_config(raw: dict[str, Any], base_dir: Path) -> AgentConfig:
         )
 
     git_raw = sections["git"]
+    remote = _remote(git_raw.get("remote"))
+    token_file = _secret_file("git.token_file", git_raw.get("token_file"), base_dir)
+    if token_file is not None and urlsplit(remote or "").scheme != "https":
+        shown = _redact(remote) if remote else remote
+        raise ConfigError("git.remote", shown, "git.token_file is sent only to an https:// remote")
     git = GitConfig(
         path=_path("git.path", git_raw.get("path", str(storage / BACKUP_DIR_NAME)), base_dir),
-        remote=_remote(git_raw.get("remote")),
+        remote=remote,
         branch=_branch(git_raw.get("branch")),
-        ssh_key_file=_optional_path("git.ssh_key_file", git_raw.get("ssh_key_file"), base_dir),
-        token_file=_optional_path("git.token_file", git_raw.get("token_file"), base_dir),
-        history_max_age=_duration("git.history_max_age", git_raw.get("history_max_age", "7d"), 60),
-        push_retry_max=_duration("git.push_retry_max", git_raw.get("push_retry_max", "5min"), 1),
+        ssh_key_file=_secret_file("git.ssh_key_file", git_raw.get("ssh_key_file"), base_dir),
+        token_file=token_file,
+        history_max_age=_duration("git.history_max_age", git_raw.get("history_max_age", "7d")),
+        push_retry_max=_duration("git.push_retry_max", git_raw.get("push_retry_max", "5min")),
     )
 
     api_raw = sections["api"]
@@ -242,7 +297,7 @@ def build_config(raw: dict[str, Any], base_dir: Path) -> AgentConfig:
             socket=sock,
             socket_mode=_mode("api.socket_mode", api_raw.get("socket_mode", "0660")),
             tcp_port=_port("api.tcp_port", api_raw.get("tcp_port")),
-            token_file=_optional_path("api.token_file", api_raw.get("token_file"), base_dir),
+            token_file=_secret_file("api.token_file", api_raw.get("token_file"), base_dir),
         ),
     )
 
@@ -253,20 +308,22 @@ def build_config(raw: dict[str, Any], base_dir: Path) -> AgentConfig:
     if watch not in ("auto", "on", "off"):
         raise ConfigError("preemption.watch", preemption_raw.get("watch"), "allowed: auto, on, off")
     metadata_url = str(preemption_raw.get("metadata_url", PreemptionConfig.metadata_url))
+    if len(metadata_url) > MAX_URL_CHARS:
+        raise ConfigError("preemption.metadata_url", metadata_url, _longer_than(MAX_URL_CHARS))
     if urlsplit(metadata_url).scheme != "http" or not urlsplit(metadata_url).hostname:
         raise ConfigError("preemption.metadata_url", metadata_url, "expected an http:// URL")
     default_class, class_map = _classes(raw.get("classes"))
     log_level = str(raw.get("log_level", "info")).lower()
     if log_level not in _LOG_LEVELS:
         raise ConfigError("log_level", raw.get("log_level"), f"allowed: {', '.join(_LOG_LEVELS)}")
-    memory_limit = _size("memory_limit", raw.get("memory_limit", "100MB"), minimum=1_000_000)
+    memory_limit = _size("memory_limit", raw.get("memory_limit", "100MB"))
     return AgentConfig(
         storage_path=storage,
         git=git,
         api=api,
         memory_limit=memory_limit,
-        max_value_size=_size("max_value_size", raw.get("max_value_size", "1MB"), minimum=16),
-        stop_budget=_duration("stop_budget", raw.get("stop_budget", "25s"), minimum=1.0),
+        max_value_size=_size("max_value_size", raw.get("max_value_size", "1MB")),
+        stop_budget=_duration("stop_budget", raw.get("stop_budget", "25s")),
         log_level=log_level,
         tiering=tiering,
         default_class=default_class,
@@ -275,27 +332,20 @@ def build_config(raw: dict[str, Any], base_dir: Path) -> AgentConfig:
     )
 
 
-MAX_HEADER_BYTES_RANGE = (1024, 1024**2)
 MAX_CONNECTIONS_RANGE = (1, 65_536)
-MAX_TOKEN_FILE_BYTES = 4096
+MAX_TOKEN_BYTES = 4096
 
 
 def _api_limits(api_raw: dict[str, Any], api: ApiConfig) -> ApiConfig:
     """The api section's limits and the TCP token rule (a TCP port without a token is refused:
     any local process and any browser page could reach it)."""
-    header = _size("api.max_header_bytes", api_raw.get("max_header_bytes", "16KiB"), 0)
-    if not MAX_HEADER_BYTES_RANGE[0] <= header <= MAX_HEADER_BYTES_RANGE[1]:
-        raise ConfigError(
-            "api.max_header_bytes", api_raw.get("max_header_bytes"), "must be from 1KiB to 1MiB"
-        )
+    header = _size("api.max_header_bytes", api_raw.get("max_header_bytes", "16KiB"))
     connections = _whole(
         "api.max_connections", api_raw.get("max_connections", 256), MAX_CONNECTIONS_RANGE
     )
-    idle = _duration("api.idle_timeout", api_raw.get("idle_timeout", "5s"), minimum=1.0)
-    if not 1 <= idle <= 3600 or idle != int(idle):  # also refuses nan and inf
-        raise ConfigError(
-            "api.idle_timeout", api_raw.get("idle_timeout"), "must be whole seconds, 1s to 1h"
-        )
+    idle = _duration("api.idle_timeout", api_raw.get("idle_timeout", "5s"))
+    if idle != int(idle):  # uvicorn's keep-alive time is whole seconds
+        raise ConfigError("api.idle_timeout", api_raw.get("idle_timeout"), "must be whole seconds")
     if api.tcp_port is not None:
         if api.token_file is None:
             raise ConfigError(
@@ -308,20 +358,18 @@ def _api_limits(api_raw: dict[str, Any], api: ApiConfig) -> ApiConfig:
 
 
 def read_token_file(path: Path) -> bytes:
-    """The TCP API's bearer token. Refused, as ssh refuses a loose key, unless only the owner
-    may read it."""
+    """The TCP API's bearer token: one printable word (the file's mode and size are checked by
+    _secret_file when the config loads; this runs again when the daemon starts)."""
     key = "api.token_file"
     try:
-        info = path.stat()
-        if info.st_mode & 0o077:
-            raise ConfigError(key, str(path), f"mode is {info.st_mode & 0o777:04o}; must be 0600")
-        if info.st_size > MAX_TOKEN_FILE_BYTES:
-            raise ConfigError(key, str(path), f"is over {MAX_TOKEN_FILE_BYTES} bytes")
-        token = path.read_bytes().strip()
+        data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(key, str(path), f"cannot read the file ({exc.strerror})") from None
-    if len(token) < 16 or any(c <= 32 or c > 126 for c in token):
-        raise ConfigError(key, str(path), "must hold one token of at least 16 printable characters")
+    token = data.strip()
+    if not 16 <= len(token) <= MAX_TOKEN_BYTES or any(c <= 32 or c > 126 for c in token):
+        raise ConfigError(
+            key, str(path), f"must hold one token of 16 to {MAX_TOKEN_BYTES} printable characters"
+        )
     return token
 
 
@@ -345,23 +393,27 @@ def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
     return value
 
 
-def _size(key: str, value: Any, minimum: int) -> int:
+def _size(key: str, value: Any) -> int:
+    """Bytes within SIZE_LIMITS[key]."""
+    minimum, maximum = SIZE_LIMITS[key]
     try:
         size = parse_size(value)
     except ValueError as exc:
         raise ConfigError(key, value, str(exc)) from None
-    if size < minimum:
-        raise ConfigError(key, value, f"must be at least {minimum} bytes")
+    if not minimum <= size <= maximum:
+        raise ConfigError(key, value, f"must be from {minimum} to {maximum} bytes")
     return size
 
 
-def _duration(key: str, value: Any, minimum: float) -> float:
+def _duration(key: str, value: Any) -> float:
+    """Seconds within DURATION_LIMITS[key] (never NaN or infinite: parse_duration refuses)."""
+    minimum, maximum = DURATION_LIMITS[key]
     try:
         seconds = parse_duration(value)
     except ValueError as exc:
         raise ConfigError(key, value, str(exc)) from None
-    if seconds < minimum:
-        raise ConfigError(key, value, f"must be at least {minimum:g}s")
+    if not minimum <= seconds <= maximum:
+        raise ConfigError(key, value, f"must be from {minimum:g}s to {maximum:g}s")
     return seconds
 
 
@@ -382,20 +434,54 @@ def _path(key: str, value: Any, base_dir: Path) -> Path:
     if "\x00" in str(value):
         raise ConfigError(key, value, "a path must not contain NUL")
     path = Path(os.path.expanduser(str(value)))
-    return path if path.is_absolute() else (base_dir / path).resolve()
+    path = path if path.is_absolute() else (base_dir / path).resolve()
+    if len(os.fsencode(path)) > MAX_PATH_BYTES:
+        raise ConfigError(key, value, f"a path may be at most {MAX_PATH_BYTES} bytes")
+    return path
 
 
-def _optional_path(key: str, value: Any, base_dir: Path) -> Path | None:
-    return None if value in (None, "") else _path(key, value, base_dir)
+def _secret_file(key: str, value: Any, base_dir: Path) -> Path | None:
+    """A credential file only its owner can read, as ssh demands of a private key."""
+    if value in (None, ""):
+        return None
+    path = _path(key, value, base_dir)
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise ConfigError(key, str(path), f"cannot read the file ({exc.strerror})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(key, str(path), "not a regular file")
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o077:
+        raise ConfigError(
+            key, str(path), f"mode {mode:04o} lets group or others in: chmod 0600 the file"
+        )
+    if not 0 < info.st_size <= MAX_SECRET_FILE_BYTES:
+        raise ConfigError(
+            key, str(path), f"must hold 1 to {MAX_SECRET_FILE_BYTES} bytes, not {info.st_size}"
+        )
+    return path
+
+
+def _longer_than(limit: int) -> str:
+    return f"longer than {limit} characters"
 
 
 def _remote(value: Any) -> str | None:
     if value in (None, ""):
         return None
     text = str(value)
+    if len(text) > MAX_URL_CHARS:
+        raise ConfigError("git.remote", _redact(text), _longer_than(MAX_URL_CHARS))
+    if not text.isprintable():
+        raise ConfigError("git.remote", _redact(text), "must not contain control characters")
     if "://" not in text and ":" in text and not text.startswith("/"):
         return text  # scp-like ssh form: git@host:org/repo.git
-    parts = urlsplit(text if "://" in text else f"file://{text}")
+    try:
+        parts = urlsplit(text if "://" in text else f"file://{text}")
+        parts.port  # noqa: B018 - parsing the port is what raises for a bad one
+    except ValueError as exc:
+        raise ConfigError("git.remote", _redact(text), f"not a valid URL ({exc})") from None
     if parts.scheme not in REMOTE_SCHEMES:
         raise ConfigError(
             "git.remote", _redact(text), f"scheme must be one of {', '.join(REMOTE_SCHEMES)}"
@@ -408,18 +494,23 @@ def _remote(value: Any) -> str | None:
 
 
 def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        return url.replace(parts.password, "***")
-    return url
+    """The URL without its password; an unparsable URL is shown up to its scheme only."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return url.split("://", 1)[0] + "://..."
+    return url.replace(password, "***") if password else url
 
 
 def _branch(value: Any) -> str:
     if value in (None, ""):
         return f"backup/{socket.gethostname()}"
     text = str(value)
+    if len(text) > MAX_BRANCH_CHARS:
+        raise ConfigError("git.branch", value, _longer_than(MAX_BRANCH_CHARS))
     if (
-        any(c in text for c in " ~^:?*[\\")
+        not text.isprintable()
+        or any(c in text for c in " ~^:?*[\\")
         or ".." in text
         or text.startswith("/")
         or text.endswith((".lock", "/"))
@@ -429,6 +520,8 @@ def _branch(value: Any) -> str:
 
 
 def _mode(key: str, value: Any) -> int:
+    if isinstance(value, bool | float):  # bool is an int in Python: `false` would be mode 0
+        raise ConfigError(key, value, "expected an octal mode such as 0660")
     try:
         mode = int(str(value), 8) if not isinstance(value, int) else value
     except ValueError:
@@ -439,6 +532,8 @@ def _mode(key: str, value: Any) -> int:
 
 
 def _port(key: str, value: Any) -> int | None:
+    if isinstance(value, bool | float):  # bool is an int in Python: `true` would be port 1
+        raise ConfigError(key, value, "expected a TCP port number")
     if value in (None, "", 0, "0"):
         return None
     try:
@@ -451,9 +546,9 @@ def _port(key: str, value: Any) -> int | None:
 
 
 def _classes(value: Any) -> tuple[PersistenceClass, dict[str, PersistenceClass]]:
-    mapping: dict[str, Any] = dict(value) if value is not None else {}
     if value is not None and not isinstance(value, dict):
         raise ConfigError("classes", value, "must be a mapping of class -> list of collections")
+    mapping: dict[str, Any] = dict(value) if value is not None else {}
     default_text = mapping.pop("default", "session")
     try:
         default = PersistenceClass.parse(str(default_text))

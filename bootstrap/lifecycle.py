@@ -8,6 +8,7 @@ preemption notice, 8 s for Cloud Run's 10 s.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -118,7 +119,12 @@ class HybridVMStorage:
         return source
 
     def start_background(self) -> None:
-        """Start the 5-minute hook (and push retries) unless tiering is disabled."""
+        """Check the remote for a newer backup, and start the 5-minute hook (and push
+        retries) unless tiering is disabled."""
+        if self.config.git.remote:
+            threading.Thread(
+                target=self.storage.check_remote, name="spine-remote-check", daemon=True
+            ).start()
         if self.config.tiering.enabled:
             self.scheduler.start()
         if self.watcher is not None:

@@ -40,7 +40,7 @@ from .records import (
     exact_bytes,
     validate_value,
 )
-from .tiers.files import FilesTier, parse, read_value
+from .tiers.files import FilesTier, StagedFile, parse, read_value
 from .tiers.git import GitRecord, GitTier, GitUnavailable, RemoteMoved, redact
 from .tiers.journal import Journal, JournalWriteError
 
@@ -52,6 +52,10 @@ EVICT_TO_FRACTION = 0.9
 START_FETCH_TIMEOUT = 15.0
 BACKGROUND_PUSH_TIMEOUT = 30.0
 LOCK_NAME = ".agent.lock"
+# The journal is checkpointed (warm files written, critical changes committed to git, segments
+# dropped) once it holds this much: it bounds replay time and memory after a crash, also for an
+# agent that never lives to its first 5-minute pass.
+JOURNAL_CHECKPOINT_BYTES = 32 * 1024 * 1024
 RESTORE_SOURCES = ("empty", "files", "git-local", "git-remote")
 
 
@@ -146,6 +150,8 @@ class HybridStorage:
         self._git_pending: set[tuple[str, str]] = set()  # (collection, key) not yet in git
         self._oldest_git_change: float | None = None
         self._last_git_backup = clock()
+        self._files_covered = 0  # last journal segment the warm files hold
+        self._git_covered = 0  # last journal segment git holds
         self._evict_blocked = False
         self._lock = threading.RLock()
         self._maintenance = threading.Lock()
@@ -173,8 +179,8 @@ class HybridStorage:
         # they are frozen out of future collections and the freed heap is handed back.
         gc.disable()
         try:
-            loaded = self._load_files()
-            if loaded:
+            self._load_files()
+            if self.files.present:
                 self.restored_from = "files"
                 self._merge_newer_git()
             else:
@@ -185,18 +191,8 @@ class HybridStorage:
             gc.freeze()
             release_free_heap()
         self._ensure_views()
-        if self.config.git.remote and self.restored_from in ("files", "git-local"):
-            # A newer backup on the remote (the disk came from an old snapshot, or another VM
-            # wrote the branch) is merged now rather than at the first push.
-            try:
-                with self._push_lock:
-                    self._merge_remote(START_FETCH_TIMEOUT)
-            except (GitUnavailable, OSError) as exc:
-                self.backup.last_push_error = redact(str(exc))
-                log.warning(
-                    "remote not checked at start; will check before the first push",
-                    extra={"error": self.backup.last_push_error},
-                )
+        if self.journal.size_bytes() > JOURNAL_CHECKPOINT_BYTES:
+            self.checkpoint()
         if (
             self.config.git.remote
             and self.git.state.head is not None
@@ -261,6 +257,14 @@ class HybridStorage:
             self._release_lock()
             self._open = False
 
+    def abandon(self) -> None:
+        """Let go of the storage path as a killed process would: nothing is written, flushed or
+        synced. What `kill -9` leaves, for crash tests and the model-based test."""
+        self.journal.abandon()
+        self.git.close()
+        self._release_lock()
+        self._open = False
+
     # == the record API ===================================================================
     def resolve_class(
         self, collection: str, cls: str | PersistenceClass | None
@@ -311,37 +315,31 @@ class HybridStorage:
             raise BadRequest(str(exc)) from None
         raw = exact_bytes(raw)
         now = self.clock()
-        mapped = self.config.class_of(collection)
-        override = None if pclass is mapped else pclass.value
+        tombstoned_critical = False
         with self._lock:
-            seq = 0
-            if pclass.to_files:
-                try:
+            coll = self._mem.get(collection)
+            old = coll.get(key) if coll is not None else None
+            try:
+                if pclass.to_files:
                     seq = self.journal.append(collection, key, pclass.value, raw, now)
-                except JournalWriteError as exc:
-                    self.counters.put_errors += 1
-                    raise StorageFull(
-                        f"write refused, nothing stored: {exc.strerror or exc}"
-                    ) from None
-            coll = self._mem.setdefault(collection, {})
-            old = coll.get(key)
-            if old is not None:
-                self._bytes -= old.size if old.value is not None else 0
-                if old.cls is not pclass:
-                    self._forget_in_tiers(collection, key, old)
+                elif old is not None and old.cls.to_files:
+                    # The record leaves the files (a cache value over a file-bound one): the
+                    # journal must say the older value is gone, or a crash brings it back.
+                    seq = self.journal.append(collection, key, old.cls.value, None, now)
+                    tombstoned_critical = old.cls is PersistenceClass.CRITICAL
+                else:
+                    seq = 0
+            except JournalWriteError as exc:
+                self.counters.put_errors += 1
+                raise StorageFull(f"write refused, nothing stored: {exc.strerror or exc}") from None
             entry = Entry(raw, pclass, now, pclass.to_files, pclass.to_git)
-            if pclass.to_git:
-                self._git_pending.add((collection, key))
-            coll[key] = entry
-            self._bytes += entry.size
-            if pclass.to_files:
-                self._dirty_files.add((collection, override))
-            if pclass.to_git and self._oldest_git_change is None:
-                self._oldest_git_change = now
+            self._set_entry(collection, key, entry, now)
             self.counters.puts += 1
             if self._bytes > self.config.memory_limit and not self._evict_blocked:
                 self._evict_for_limit()
-        if wait and pclass is PersistenceClass.CRITICAL:
+            elif seq and self._journal_full() and self.on_pressure is not None:
+                self.on_pressure()  # an early pass checkpoints the journal
+        if (wait and pclass is PersistenceClass.CRITICAL) or tombstoned_critical:
             self.sync(seq)
         return seq
 
@@ -377,7 +375,7 @@ class HybridStorage:
         with self._lock:
             coll = self._mem.get(collection)
             entry = coll.get(key) if coll is not None else None
-            if coll is None or entry is None:
+            if entry is None:
                 return False
             seq = 0
             if entry.cls.to_files:
@@ -385,10 +383,7 @@ class HybridStorage:
                     seq = self.journal.append(collection, key, entry.cls.value, None, now)
                 except JournalWriteError as exc:
                     raise StorageFull(f"delete refused, nothing changed: {exc}") from None
-            del coll[key]
-            if entry.value is not None:
-                self._bytes -= entry.size
-            self._forget_in_tiers(collection, key, entry)
+            self._remove_entry(collection, key, entry.cls, now)
             self.counters.deletes += 1
         if wait and entry.cls is PersistenceClass.CRITICAL:
             self.sync(seq)
@@ -442,74 +437,102 @@ class HybridStorage:
             self._oldest_git_change is not None
             and now - self._oldest_git_change >= self.config.tiering.warm_age
         )
-        return interval or aged or self._push_retry_due(now)
+        return interval or aged or self._push_retry_due(now) or self._journal_full()
+
+    def _journal_full(self) -> bool:
+        return self.journal.size_bytes() > JOURNAL_CHECKPOINT_BYTES
+
+    def checkpoint(self) -> int:
+        """Warm files and a git commit (no push, no snapshot) now, so the journal segments they
+        cover are dropped. Returns the journal bytes left."""
+        self.tier_files_only()
+        self.backup_git(push=False, compact=False)
+        return self.journal.size_bytes()
 
     def _write_dirty_files(self, report: TierReport) -> None:
-        """Rewrite every warm file with changes, then drop the journal segments they cover."""
+        """Rewrite every warm file with changes, then drop the journal segments they cover.
+
+        Each file is staged beside its target (the slow part, outside the lock), then renamed
+        into place together with its records' new byte ranges under the lock that evicted
+        reads take: a read sees the old file with the old ranges or the new file with the new
+        ones. A failure half-way leaves the files already installed consistent, and the rest
+        dirty for the next pass; the journal is kept until a whole pass succeeds."""
         with self._lock:
             dirty = sorted(self._dirty_files, key=lambda d: (d[0], d[1] or ""))
             self._dirty_files = set()
             closed_segment = self.journal.rotate()
-            plans = []
+            plans: list[tuple[str, str | None, list[tuple[str, Entry, bytes | None]]]] = []
             for collection, override in dirty:
-                items: list[tuple[str, bytes | None, int | None]] = []
-                for key, entry in self._mem.get(collection, {}).items():
-                    if entry.cls.to_files and self._override(collection, entry.cls) == override:
-                        items.append((key, entry.value, entry.loc))
-                        entry.dirty_files = False
+                items = [
+                    (key, entry, entry.value)
+                    for key, entry in self._mem.get(collection, {}).items()
+                    if entry.cls.to_files and self._override(collection, entry.cls) == override
+                ]
                 items.sort(key=lambda item: item[0])
                 plans.append((collection, override, items))
-        written: list[tuple[str, list[str], list[int]]] = []
+        done = 0
         try:
             for collection, override, items in plans:
                 name = self.files.file_name(collection, override)
-                pairs = self._values_for_rewrite(name, items)
-                locations = self.files.write_file(name, pairs)
-                written.append((collection, [key for key, _ in pairs], locations))
+                pairs, kept = self._values_for_rewrite(name, items)
+                staged = self.files.stage(name, pairs)
+                try:
+                    self._install(collection, staged, kept)
+                except OSError:
+                    self.files.discard(staged)
+                    raise
+                done += 1
                 report.files_written += 1
                 report.records_written += len(pairs)
+            self.files.sync_dir()
             self.files.commit_manifest()
         except OSError as exc:
             with self._lock:
-                for collection, override, items in plans:
+                for collection, override, _ in plans[done:]:
                     self._dirty_files.add((collection, override))
-                    coll = self._mem.get(collection, {})
-                    for key, _, _ in items:
-                        if key in coll:
-                            coll[key].dirty_files = True
+            with contextlib.suppress(OSError):  # the disk may refuse this too; load() copes
+                self.files.commit_manifest()
             log.error(
                 "warm files could not be written; journal kept",
                 extra={"error": str(exc), "storage_path": str(self.root)},
             )
             raise StorageFull(f"warm files not written: {exc.strerror or exc}") from None
+        self._files_covered = closed_segment
+        report.journal_segments_dropped = self._checkpoint_journal()
+
+    def _install(self, collection: str, staged: StagedFile, kept: list[tuple[str, Entry]]) -> None:
+        """Rename the file into place and move its records to their new lines, atomically for
+        readers. A record replaced or deleted since the plan is a new entry (or none): it stays
+        dirty and the next pass writes it."""
         with self._lock:
-            for collection, keys, locations in written:
-                coll = self._mem.get(collection, {})
-                for key, location in zip(keys, locations, strict=True):
-                    found = coll.get(key)
-                    if found is not None:
-                        found.loc = location
-        report.journal_segments_dropped = self.journal.drop_through(closed_segment)
+            self.files.install(staged)
+            coll = self._mem.get(collection, {})
+            for (key, entry), location in zip(kept, staged.locations, strict=True):
+                if coll.get(key) is entry:
+                    entry.loc = location
+                    entry.dirty_files = False
 
     def _values_for_rewrite(
-        self, name: str, items: list[tuple[str, bytes | None, int | None]]
-    ) -> list[tuple[str, bytes]]:
-        """Resident values as they are; evicted ones read from the file being replaced (its
-        open descriptor keeps the old copy readable after the rename)."""
+        self, name: str, items: list[tuple[str, Entry, bytes | None]]
+    ) -> tuple[list[tuple[str, bytes]], list[tuple[str, Entry]]]:
+        """Resident values as planned; evicted ones read from the file being replaced (only
+        this pass renames warm files, so its ranges are still the right ones)."""
         pairs: list[tuple[str, bytes]] = []
+        kept: list[tuple[str, Entry]] = []
         old_fd = -1
         try:
-            for key, value, location in items:
-                if value is None and location is not None:
+            for key, entry, value in items:
+                if value is None and entry.loc is not None:
                     if old_fd < 0:
                         old_fd = os.open(self.root / name, os.O_RDONLY | os.O_CLOEXEC)
-                    value = read_value(old_fd, location, name)
+                    value = read_value(old_fd, entry.loc, name)
                 if value is not None:
                     pairs.append((key, value))
+                    kept.append((key, entry))
         finally:
             if old_fd >= 0:
                 os.close(old_fd)
-        return pairs
+        return pairs, kept
 
     def _override(self, collection: str, cls: PersistenceClass) -> str | None:
         """None when the record has its collection's mapped class, else the class name."""
@@ -595,17 +618,63 @@ class HybridStorage:
                 )
                 raise StorageError(f"record {collection}/{key} could not be read: {exc}") from None
 
-    def _forget_in_tiers(self, collection: str, key: str, entry: Entry) -> None:
-        """A delete (or class change) must reach the files and git copies too."""
-        mapped = self.config.class_of(collection)
-        override = None if entry.cls is mapped else entry.cls.value
-        if entry.cls.to_files:
+    def _set_entry(self, collection: str, key: str, entry: Entry, now: float) -> Entry | None:
+        """The one way a record enters memory outside restore's bulk load: charge its bytes,
+        queue its tiers, and tell the tiers an older copy of another class is gone."""
+        coll = self._mem.get(collection)
+        if coll is None:
+            coll = self._mem[collection] = {}
+        old = coll.get(key)
+        if old is not None:
+            if old.value is not None:
+                self._bytes -= old.size
+            if old.cls is not entry.cls:
+                self._forget_in_tiers(collection, key, old.cls, now)
+        coll[key] = entry
+        if entry.value is not None:
+            self._bytes += entry.size
+        override = self._override(collection, entry.cls)
+        if entry.dirty_files:
             self._dirty_files.add((collection, override))
-        if entry.cls.to_git:
-            name = self.files.file_name(collection, override)
-            self._git_deletes.setdefault(name, {})[key] = self.clock()
+        if entry.dirty_git:
+            self._git_pending.add((collection, key))
+            queued = self._git_deletes.get(self.files.file_name(collection, override))
+            if queued:
+                queued.pop(key, None)  # a put after a delete: the put is what git must hold
             if self._oldest_git_change is None:
-                self._oldest_git_change = self.clock()
+                self._oldest_git_change = now
+        return old
+
+    def _remove_entry(
+        self, collection: str, key: str, cls: PersistenceClass, when: float
+    ) -> Entry | None:
+        """The one way a record leaves for good (delete, replayed delete, adopted delete). The
+        delete reaches the tiers of the class the journal names even when memory no longer holds
+        the record (a replayed delete whose put the warm files already dropped)."""
+        coll = self._mem.get(collection)
+        old = coll.pop(key, None) if coll is not None else None
+        if old is not None:
+            if old.value is not None:
+                self._bytes -= old.size
+            if old.cls is not cls:
+                self._forget_in_tiers(collection, key, old.cls, when)
+            if not coll:
+                del self._mem[collection]
+        self._forget_in_tiers(collection, key, cls, when)
+        return old
+
+    def _forget_in_tiers(
+        self, collection: str, key: str, cls: PersistenceClass, when: float
+    ) -> None:
+        """A delete (or class change) must reach the files and git copies too."""
+        override = self._override(collection, cls)
+        if cls.to_files:
+            self._dirty_files.add((collection, override))
+        if cls.to_git:
+            name = self.files.file_name(collection, override)
+            self._git_deletes.setdefault(name, {})[key] = when
+            if self._oldest_git_change is None:
+                self._oldest_git_change = when
 
     # == git backup =======================================================================
     def backup_git(
@@ -615,7 +684,7 @@ class HybridStorage:
         With compact=False (shutdown, preemption) the snapshot waits: it costs seconds to
         write and push, more than a stop budget can spare; a segment is always cheap."""
         with self._maintenance:
-            changes, touched = self._collect_git_changes()
+            changes, touched, deletes, covered = self._collect_git_changes()
             sha = None
             try:
                 if (
@@ -627,10 +696,12 @@ class HybridStorage:
                 elif changes:
                     sha = self.git.commit_changes(changes, self.host)
             except Exception:
-                self._requeue_git(touched)
+                self._requeue_git(touched, deletes)
                 raise
             now = self.clock()
             self._last_git_backup = now
+            self._git_covered = covered
+            self._checkpoint_journal()
             if sha is not None:
                 self.backup.unpushed_commits += 1
                 if self.backup.oldest_unpushed_at is None:
@@ -642,11 +713,15 @@ class HybridStorage:
             self.push(timeout=push_timeout)
         return {"commit": sha.hex() if sha else None, "changes": len(changes)}
 
-    def _collect_git_changes(self) -> tuple[list[GitRecord], list[tuple[str, str, Entry]]]:
+    def _collect_git_changes(
+        self,
+    ) -> tuple[list[GitRecord], list[tuple[str, str, Entry]], dict[str, dict[str, float]], int]:
+        """The critical changes since the last backup, O(changes), and the last journal segment
+        they cover (a segment is dropped only once the files and git both hold it)."""
         changes: list[GitRecord] = []
         touched: list[tuple[str, str, Entry]] = []
         with self._lock:
-            # Only the records changed since the last backup: O(changes), not O(records).
+            covered = self.journal.rotate()
             pending, self._git_pending = self._git_pending, set()
             for collection, key in sorted(pending):
                 entry = self._mem.get(collection, {}).get(key)
@@ -657,19 +732,31 @@ class HybridStorage:
                 changes.append(GitRecord(name, key, entry.mtime, entry.value))
                 entry.dirty_git = False
                 touched.append((collection, key, entry))
-            for name, keys in self._git_deletes.items():
+            deletes, self._git_deletes = self._git_deletes, {}
+            for name, keys in deletes.items():
                 for key, when in keys.items():
                     changes.append(GitRecord(name, key, when, None))
-            self._git_deletes = {}
             self._oldest_git_change = None
-        return changes, touched
+        return changes, touched, deletes, covered
 
-    def _requeue_git(self, touched: list[tuple[str, str, Entry]]) -> None:
+    def _requeue_git(
+        self, touched: list[tuple[str, str, Entry]], deletes: dict[str, dict[str, float]]
+    ) -> None:
+        """A commit that failed leaves its changes pending, deletes included."""
         with self._lock:
             for collection, key, entry in touched:
                 entry.dirty_git = True
                 self._git_pending.add((collection, key))
+            for name, keys in deletes.items():
+                queued = self._git_deletes.setdefault(name, {})
+                for key, when in keys.items():
+                    queued.setdefault(key, when)
             self._oldest_git_change = self.clock()
+
+    def _checkpoint_journal(self) -> int:
+        """Drop the journal segments both the warm files and git hold: until then a crash
+        replays them, so no change (a delete bound for git included) is only in memory."""
+        return self.journal.drop_through(min(self._files_covered, self._git_covered))
 
     def _critical_files(self) -> dict[str, Path]:
         """The snapshot's content: right after a file pass, the critical warm files hold every
@@ -779,28 +866,40 @@ class HybridStorage:
                     continue
                 collection, override = names
                 cls = PersistenceClass(override) if override else PersistenceClass.CRITICAL
-                coll = self._mem.setdefault(collection, {})
-                local = coll.get(key)
+                local = self._mem.get(collection, {}).get(key)
                 if local is not None and local.mtime >= mtime:
                     continue
                 self.journal.append(collection, key, cls.value, value, mtime)
-                if local is not None:
-                    if local.value is not None:
-                        self._bytes -= local.size
-                    del coll[key]
-                    self._forget_in_tiers(collection, key, local)
-                if value is not None:
-                    entry = Entry(value, cls, mtime, True, True)
-                    self._git_pending.add((collection, key))
-                    coll[key] = entry
-                    self._bytes += entry.size
-                    self._dirty_files.add((collection, self._override(collection, cls)))
-                    if self._oldest_git_change is None:
-                        self._oldest_git_change = self.clock()
+                if value is None:
+                    self._remove_entry(collection, key, cls, mtime)
+                else:
+                    self._set_entry(collection, key, Entry(value, cls, mtime, True, True), mtime)
                 taken += 1
-            self._drop_empty_collections()
         self.sync()
         return taken
+
+    def check_remote(self, timeout: float = START_FETCH_TIMEOUT) -> bool:
+        """Merge a newer backup from the remote (the disk came from an old snapshot, or another
+        VM wrote the branch). Run in the background after start: a VM with its warm files
+        serves at once instead of waiting on a remote that may never answer; writes made
+        meanwhile are newer and win the merge. False when the remote could not be checked (the
+        first push checks again)."""
+        if not self.config.git.remote or self._remote_checked:
+            return True
+        if not self._push_lock.acquire(timeout=timeout):
+            return False
+        try:
+            self._merge_remote(timeout)
+        except (GitUnavailable, OSError) as exc:
+            self.backup.last_push_error = redact(str(exc))
+            log.warning(
+                "remote not checked; will check before the first push",
+                extra={"error": self.backup.last_push_error},
+            )
+            return False
+        finally:
+            self._push_lock.release()
+        return True
 
     def seconds_until_push_retry(self) -> float | None:
         """When a failed push should be tried again (the scheduler sleeps until then)."""
@@ -907,6 +1006,7 @@ class HybridStorage:
                 self.backup.last_push_error = redact(str(exc))
                 return "empty"
             source = "git-remote"
+            self._remote_checked = True  # just fetched: the remote tip is what was restored
         self._apply_git_records(since=None)
         return source
 
@@ -965,27 +1065,11 @@ class HybridStorage:
         with self._lock:
             for op in ops:
                 cls = PersistenceClass.parse(op.cls)
-                mapped = self.config.class_of(op.collection)
-                override = None if cls is mapped else cls.value
-                coll = self._mem.setdefault(op.collection, {})
-                old = coll.get(op.key)
-                if old is not None and old.value is not None:
-                    self._bytes -= old.size
                 if op.value is None:
-                    coll.pop(op.key, None)
-                    if cls.to_git:
-                        name = self.files.file_name(op.collection, override)
-                        self._git_deletes.setdefault(name, {})[op.key] = op.ts
+                    self._remove_entry(op.collection, op.key, cls, op.ts)
                 else:
                     entry = Entry(op.value, cls, op.ts, True, cls.to_git)
-                    if cls.to_git:
-                        self._git_pending.add((op.collection, op.key))
-                    coll[op.key] = entry
-                    self._bytes += entry.size
-                self._dirty_files.add((op.collection, override))
-                if cls.to_git and self._oldest_git_change is None:
-                    self._oldest_git_change = op.ts
-            self._drop_empty_collections()
+                    self._set_entry(op.collection, op.key, entry, op.ts)
         return len(ops)
 
     # == status ===========================================================================

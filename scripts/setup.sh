@@ -9,6 +9,7 @@ APT_PACKAGES=(
   git make python3-venv python3-pip
   qemu-system-x86 qemu-utils debootstrap openssh-client
   redis-server shellcheck zstd e2fsprogs xfsprogs util-linux iproute2 procps
+  postgresql openssl
 )
 
 missing=()

@@ -16,9 +16,12 @@ import re
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
+
+from ..durable import atomic_write, fsync_dir, write_durable_tmp
 
 log = logging.getLogger("spine.files")
 
@@ -89,6 +92,17 @@ def value_of_line(line: bytes, name: str = "", offset: int = 0) -> bytes:
     return line[match.end() :].rstrip(b",\n")
 
 
+@dataclass(frozen=True)
+class StagedFile:
+    """A warm file written beside its target, waiting to be renamed into place."""
+
+    name: str
+    tmp: Path
+    path: Path
+    locations: list[int]
+    meta: dict[str, int]
+
+
 class FilesTier:
     """Atomic whole-file writes, byte-range reads and corruption quarantine."""
 
@@ -99,6 +113,9 @@ class FilesTier:
         self.written_at: float | None = None
         self._manifest: dict[str, dict[str, int]] = {}
         self.lost: list[str] = []  # data files quarantined by the last load()
+        # The warm tier has state (a manifest or a data file), even if it holds no record:
+        # "every record was deleted" must not read as "blank disk, restore from git".
+        self.present = False
 
     @staticmethod
     def file_name(collection: str, cls_override: str | None) -> str:
@@ -117,8 +134,17 @@ class FilesTier:
 
     # -- writing --------------------------------------------------------------------------
     def write_file(self, name: str, items: list[tuple[str, bytes]]) -> list[int]:
-        """Write one collection file atomically, streaming in chunks (bounded memory at 100k
-        records). `items` must be sorted by key. Returns each record's packed location."""
+        """Stage and install one file (views and tests; the pass installs under its lock)."""
+        staged = self.stage(name, items)
+        self.install(staged)
+        fsync_dir(self.root)
+        return staged.locations
+
+    def stage(self, name: str, items: list[tuple[str, bytes]]) -> StagedFile:
+        """Write one collection file beside its target and make it durable, streaming in chunks
+        (bounded memory at 100k records). `items` must be sorted by key. Nothing readers see
+        changes until `install`: the pass renames it and moves its records' byte ranges in one
+        step, so an evicted read never meets the new layout with old offsets."""
         locations: list[int] = []
         state = {"crc": 0, "offset": 0}
 
@@ -142,13 +168,23 @@ class FilesTier:
                 state["offset"] += len(chunk)
                 yield chunk
 
-        atomic_write(self.root / name, counted())
-        self._manifest[name] = {
-            "crc32": state["crc"],
-            "count": len(items),
-            "bytes": state["offset"],
-        }
-        return locations
+        path = self.root / name
+        tmp = write_durable_tmp(path, counted())
+        meta = {"crc32": state["crc"], "count": len(items), "bytes": state["offset"]}
+        return StagedFile(name, tmp, path, locations, meta)
+
+    def install(self, staged: StagedFile) -> None:
+        """Rename a staged file into place (cheap: the caller holds its readers' lock)."""
+        os.replace(staged.tmp, staged.path)
+        self._manifest[staged.name] = staged.meta
+
+    @staticmethod
+    def discard(staged: StagedFile) -> None:
+        staged.tmp.unlink(missing_ok=True)
+
+    def sync_dir(self) -> None:
+        """Make the renames durable (once per pass, after every install)."""
+        fsync_dir(self.root)
 
     def commit_manifest(self) -> None:
         """Record what was written; called after a batch of write_file calls."""
@@ -168,6 +204,7 @@ class FilesTier:
         self._manifest = {}
         self.lost = []
         manifest_path = self.root / MANIFEST_NAME
+        self.present = manifest_path.exists()
         recorded: dict[str, dict[str, int]] = {}
         if manifest_path.exists():
             try:
@@ -181,6 +218,7 @@ class FilesTier:
             if parsed is None:
                 continue
             collection, cls = parsed
+            self.present = True
             data = path.read_bytes()
             crc = zlib.crc32(data)
             entry = recorded.get(path.name)
@@ -231,27 +269,3 @@ class FilesTier:
 
     def file_count(self) -> int:
         return len(self._manifest)
-
-
-def atomic_write(path: Path, data: bytes | Iterable[bytes]) -> None:
-    """tmp + fsync + rename + fsync(dir): readers see the old file or the new one, never half."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
-    try:
-        for chunk in [data] if isinstance(data, bytes) else data:
-            view = memoryview(chunk)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-        os.fsync(fd)
-    except OSError:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

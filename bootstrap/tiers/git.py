@@ -533,6 +533,9 @@ class GitTier:
                 )
                 helper.chmod(0o700)
                 env["GIT_ASKPASS"] = str(helper)
+                # An empty helper clears the host's list: a `credential.helper = store` in
+                # ~/.gitconfig or /etc/gitconfig would otherwise save the token in clear text.
+                extra += ["-c", "credential.helper="]
             try:
                 proc = subprocess.run(
                     ["git", *extra, *args],

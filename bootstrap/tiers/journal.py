@@ -9,6 +9,7 @@ once the warm files hold everything a segment covers, the segment is deleted (ch
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -18,12 +19,14 @@ from typing import NamedTuple
 
 import orjson
 
+from ..durable import fsync_dir
 from ..records import exact_bytes
 
 log = logging.getLogger("spine.journal")
 
 SEGMENT_PREFIX = "journal-"
 SEGMENT_SUFFIX = ".jsonl"
+VALUE_MARK = b',"v":'
 
 
 class JournalOp(NamedTuple):
@@ -35,6 +38,16 @@ class JournalOp(NamedTuple):
     cls: str
     value: bytes | None  # None means delete
     ts: float
+
+
+def raw_value(line: bytes) -> bytes:
+    """The value exactly as it was written, not re-encoded: the line is `{...head...,"v":VALUE}`
+    and no head field can hold `,"v":` (a quote inside a JSON string is always escaped)."""
+    start = line.index(VALUE_MARK) + len(VALUE_MARK)
+    end = line.rindex(b"}")
+    if end <= start:
+        raise ValueError("journal line has no value")
+    return exact_bytes(line[start:end])
 
 
 class JournalWriteError(OSError):
@@ -53,6 +66,7 @@ class Journal:
         self._segment_no = 0
         self._fd = -1
         self._broken: OSError | None = None
+        self._bytes = 0  # bytes in the segments kept (replayed + appended, less dropped)
 
     # -- start-up -------------------------------------------------------------------------
     def open(self) -> list[JournalOp]:
@@ -62,6 +76,7 @@ class Journal:
         for number, path in self._segments():
             ops.extend(self._replay(path))
             self._segment_no = max(self._segment_no, number)
+            self._bytes += path.stat().st_size
         if ops:
             self._seq = max(op.seq for op in ops)
             self._synced_seq = self._seq
@@ -84,13 +99,12 @@ class Journal:
                 break
             try:
                 rec = orjson.loads(line)
-                value = rec.get("v")
                 op = JournalOp(
                     seq=int(rec["s"]),
                     collection=rec["c"],
                     key=rec["k"],
                     cls=rec["cls"],
-                    value=None if rec.get("d") else exact_bytes(orjson.dumps(value)),
+                    value=None if rec.get("d") else raw_value(line),
                     ts=float(rec["t"]),
                 )
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
@@ -112,7 +126,7 @@ class Journal:
         path = self.directory / f"{SEGMENT_PREFIX}{number:012d}{SEGMENT_SUFFIX}"
         # O_RDWR, not O_WRONLY: recovering from a failed write preads the segment's tail.
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         old, self._fd, self._segment_no = self._fd, fd, number
         if old >= 0:
             os.close(old)
@@ -125,7 +139,7 @@ class Journal:
             if self._broken is not None:
                 raise JournalWriteError(self._broken.errno, f"journal unavailable: {self._broken}")
             seq = self._seq + 1
-            tail = b',"d":true}\n' if value is None else b',"v":' + value + b"}\n"
+            tail = b',"d":true}\n' if value is None else VALUE_MARK + value + b"}\n"
             line = b'{"s":' + str(seq).encode() + b"," + head[1:] + tail
             try:
                 written = os.write(self._fd, line)
@@ -135,6 +149,7 @@ class Journal:
                 self._recover_after_failed_write()
                 raise JournalWriteError(exc.errno, f"journal write failed: {exc.strerror}") from exc
             self._seq = seq
+            self._bytes += written
             return seq
 
     def _recover_after_failed_write(self) -> None:
@@ -198,20 +213,25 @@ class Journal:
         dropped = 0
         for number, path in self._segments():
             if number <= segment_no:
-                path.unlink(missing_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    size = path.stat().st_size
+                    path.unlink()
+                    with self._lock:
+                        self._bytes -= size
                 dropped += 1
         if dropped:
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         return dropped
 
     def size_bytes(self) -> int:
-        total = 0
-        for _, path in self._segments():
-            try:
-                total += path.stat().st_size
-            except FileNotFoundError:  # a checkpoint dropped it meanwhile (status vs. tiering)
-                continue
-        return total
+        """Bytes kept in segments: what a crash now would replay (bounded by checkpoints)."""
+        return max(0, self._bytes)
+
+    def abandon(self) -> None:
+        """Close without syncing: what a killed process leaves (crash tests)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -220,11 +240,3 @@ class Journal:
             finally:
                 os.close(self._fd)
                 self._fd = -1
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -1,6 +1,9 @@
+import math
+from collections.abc import Callable
+
 import pytest
 
-from bootstrap.units import parse_duration, parse_size
+from bootstrap.units import MAX_TEXT_CHARS, parse_duration, parse_size
 
 
 @pytest.mark.parametrize(
@@ -36,3 +39,30 @@ def test_bad_sizes_say_what_is_allowed(bad: object) -> None:
 def test_bad_durations_say_what_is_allowed(bad: object) -> None:
     with pytest.raises(ValueError, match="duration"):
         parse_duration(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [math.nan, math.inf, -math.inf, 10**400, -(10**400)],
+    ids=["nan", "inf", "-inf", "big", "-big"],
+)
+def test_a_duration_must_be_finite(bad: float) -> None:
+    with pytest.raises(ValueError, match="finite"):
+        parse_duration(bad)
+
+
+@pytest.mark.parametrize("parse", [parse_size, parse_duration])
+def test_long_texts_are_refused_before_parsing(parse: Callable[[str], float]) -> None:
+    assert parse("9" * MAX_TEXT_CHARS) > 0
+    with pytest.raises(ValueError, match=f"at most {MAX_TEXT_CHARS} characters"):
+        parse("9" * 400)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, "nan", "inf", [1], None])
+def test_sizes_refuse_what_is_not_a_number(bad: object) -> None:
+    with pytest.raises(ValueError, match="size"):
+        parse_size(bad)  # type: ignore[arg-type]
+
+
+def test_terabytes() -> None:
+    assert parse_size("1TB") == 10**12 and parse_size("2TiB") == 2 * 1024**4

@@ -1,0 +1,160 @@
+"""Regression tests of the real agent for acknowledged deletes that came back, the journal bound
+and a start that waited on the remote (issue 7, items 3, 4, 12 and 14): each sequence is the
+one that failed, run against `spine-agent run` with `kill -9`."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from .conftest import AgentFactory, BareRemote
+
+
+def test_a_cache_override_then_delete_does_not_bring_the_critical_value_back(
+    agents: AgentFactory,
+) -> None:
+    agent = agents.new().start()
+    client = agent.client()
+    assert client.put("agents", "k", "A").status == 200  # critical, fdatasync'd
+    assert client.put("agents", "k", "B", cls="cache").status == 200
+    assert client.delete("agents", "k").status == 200
+    client.close()
+    agent.kill9()
+    agent.start()
+    assert agent.client().get("agents", "k").status == 404
+
+
+def test_a_cache_override_is_what_a_crash_forgets_not_the_older_value(
+    agents: AgentFactory,
+) -> None:
+    """A cache record may be lost in a crash; the critical value it replaced must not return."""
+    agent = agents.new().start()
+    client = agent.client()
+    assert client.put("agents", "k", "A").status == 200
+    client.post("tier")  # "A" is in agents.json now
+    assert client.put("agents", "k", "B", cls="cache").status == 200
+    client.close()
+    agent.kill9()
+    agent.start()
+    assert agent.client().get("agents", "k").status == 404
+
+
+def test_session_override_then_restart_then_delete_stays_deleted(agents: AgentFactory) -> None:
+    agent = agents.new().start()
+    client = agent.client()
+    assert client.put("agents", "k", "A").status == 200
+    client.post("tier")
+    client.post("backup")
+    assert client.put("agents", "k", "B", cls="session").status == 200
+    client.close()
+    agent.kill9()
+    agent.start()
+    client = agent.client()
+    assert client.get("agents", "k").json() == "B"
+    assert client.delete("agents", "k").status == 200
+    client.post("tier")
+    client.close()
+    agent.kill9()
+    agent.start()
+    client = agent.client()
+    assert client.get("agents", "k").status == 404
+    client.post("backup")  # git must not hold "A" either: a new VM restores from it
+    client.close()
+    assert agent.stop() == 0
+    fresh = agents.new("fresh", git={"path": str(agent.storage / ".backup.git")}).start()
+    assert fresh.client().get("agents", "k").status == 404
+
+
+def test_an_emptied_collection_does_not_come_back_from_git(agents: AgentFactory) -> None:
+    agent = agents.new().start()
+    client = agent.client()
+    assert client.put("agents", "a", {"n": 1}).status == 200
+    assert client.put("tasks", "b", {"n": 2}).status == 200
+    assert client.post("backup").status == 200
+    assert client.delete("agents", "a").status == 200
+    assert client.delete("tasks", "b").status == 200
+    assert client.post("tier").status == 200
+    client.close()
+    agent.kill9()
+    agent.start()
+    client = agent.client()
+    status = client.status()
+    assert status["restored_from"] == "files"
+    assert status["records"] == 0
+    assert client.get("agents", "a").status == 404 and client.get("tasks", "b").status == 404
+
+
+def test_deletes_bound_for_git_survive_a_crash_after_the_file_pass(
+    agents: AgentFactory, remote: BareRemote
+) -> None:
+    """The warm files dropped the record and the journal was checkpointed before git saw the
+    delete: the delete must still reach git (and the remote), or a new VM restores the record."""
+    agent = agents.new(git={"remote": remote.url, "branch": "backup/del"}).start()
+    client = agent.client()
+    assert client.put("agents", "gone", {"n": 1}).status == 200
+    assert client.put("agents", "kept", {"n": 2}).status == 200
+    assert client.post("backup").json()["pushed"] is True
+    assert client.delete("agents", "gone").status == 200
+    assert client.post("tier").status == 200
+    client.close()
+    agent.kill9()
+    agent.start()
+    client = agent.client()
+    assert client.post("backup").json()["pushed"] is True
+    client.close()
+    assert agent.stop() == 0
+    assert remote.records("backup/del")["agents"] == {"kept": {"n": 2}}
+    new_vm = agents.new("newvm", git={"remote": remote.url, "branch": "backup/del"}).start()
+    assert new_vm.client().records("agents") == {"kept": {"n": 2}}
+
+
+def test_the_journal_is_bounded_for_an_agent_that_always_dies_before_its_first_pass(
+    agents: AgentFactory,
+) -> None:
+    """Crash loops used to grow the journal without end (723 MB for 160 live keys)."""
+    from bootstrap.storage import JOURNAL_CHECKPOINT_BYTES
+
+    agent = agents.new()
+    journal = agent.storage / "journal"
+    value = {"pad": "x" * 60_000}
+    rounds = 0
+    written = 0
+    while written < 2.5 * JOURNAL_CHECKPOINT_BYTES:
+        agent.start()
+        client = agent.client()
+        for i in range(160):
+            assert client.put("agents", f"k{i}", {**value, "round": rounds}).status == 200
+            written += 60_000
+        client.close()
+        agent.kill9()
+        rounds += 1
+    agent.start()
+    kept = sum(p.stat().st_size for p in journal.glob("journal-*.jsonl"))
+    assert kept <= JOURNAL_CHECKPOINT_BYTES + 2 * 160 * 61_000, f"journal holds {kept} bytes"
+    records = agent.client().records("agents")
+    assert len(records) == 160
+    assert all(r["round"] == rounds - 1 for r in records.values())
+
+
+def test_a_vm_with_warm_files_serves_without_waiting_for_a_silent_remote(
+    agents: AgentFactory, remote: BareRemote
+) -> None:
+    agent = agents.new(git={"remote": remote.url, "branch": "backup/silent"}).start()
+    assert agent.client().put("agents", "a", {"n": 1}).status == 200
+    assert agent.stop() == 0
+    black_hole = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    black_hole.bind(("127.0.0.1", 0))
+    black_hole.listen(16)  # handshakes complete; nobody ever answers
+    try:
+        port = black_hole.getsockname()[1]
+        agent.config["git"]["remote"] = f"git://127.0.0.1:{port}/backup.git"
+        started = time.monotonic()
+        agent.start()
+        ready_after = time.monotonic() - started
+        assert agent.client().get("agents", "a").json() == {"n": 1}
+        serving = [e for e in agent.logs() if e["msg"] == "serving"]
+        # The remote check runs behind the socket: start-up is not the 15 s fetch timeout.
+        assert serving and serving[0]["startup_s"] < 10, serving
+        print(f"ready after {ready_after:.2f}s with a silent remote")
+    finally:
+        black_hole.close()
