@@ -43,7 +43,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         self._head_bytes = 0
         self._in_head = True
-        self._head_completed = False
+        self._boundary_seen = False
         self._head_timer: asyncio.TimerHandle | None = None
         self._over_limit = len(self.connections) > self.max_connections
         if self._over_limit:
@@ -69,9 +69,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._over_limit:
             self.transport.close()
             return
-        self._head_completed = False
+        self._boundary_seen = False
         super().data_received(data)
-        if not self._in_head or self._head_completed or self.transport.is_closing():
+        # Bytes are head bytes only if this whole chunk fell inside one head: a chunk that ended
+        # a head or a message (its body's tail) is not counted.
+        if not self._in_head or self._boundary_seen or self.transport.is_closing():
             return
         self._head_bytes += len(data)
         if self._head_bytes > self.max_head_bytes:
@@ -86,7 +88,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._head_completed = True
+        self._boundary_seen = True
         self._head_bytes = 0
         self._cancel_head_timer()
         super().on_headers_complete()
@@ -94,6 +96,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._in_head = True
+        self._boundary_seen = True
 
     def _cancel_head_timer(self) -> None:
         if self._head_timer is not None:

@@ -75,6 +75,18 @@ def test_head_over_the_limit_gets_431(agents: AgentFactory) -> None:
     assert agent.stop() == 0
 
 
+def test_big_bodies_are_not_taken_for_head_bytes(agents: AgentFactory) -> None:
+    """A body that arrives in several reads after its head is not counted against the head."""
+    agent = agents.new(api={"max_header_bytes": "1KiB"}).start()
+    client = agent.client()
+    for round_ in range(3):
+        value = {"pad": "x" * 600_000, "round": round_}
+        assert client.put("agents", f"k{round_}", value).status == 200
+        assert client.get("agents", f"k{round_}").json() == value
+    client.close()
+    assert agent.stop() == 0
+
+
 def _send_huge_header(agent: Agent, size: int, sent: list[int]) -> None:
     sock = _connect(agent)
     chunk = b"a" * (1 << 20)
