@@ -22,10 +22,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.schemas import SchemaGenerator
 from starlette.types import Receive, Scope, Send
 
-from .records import PersistenceClass
+from .openapi import MAX_LIST_LIMIT, openapi_document
+from .records import InvalidName, PersistenceClass, decode_name
 from .storage import BadRequest, HybridStorage, StorageError, ValueTooLarge
 
 log = logging.getLogger("spine.api")
@@ -141,39 +141,22 @@ class StorageCollector(Collector):
 
 
 RECORD_PREFIX = "/v1/records/"
-RECORD_PATH = "/v1/records/{collection}/{key}"
-RECORD_OPENAPI: dict[str, Any] = {
-    "get": {
-        "summary": "Read one record's JSON value.",
-        "responses": {
-            "200": {"description": "the value"},
-            "404": {"description": "no such record"},
-        },
-    },
-    "put": {
-        "summary": "Store a JSON value; critical records are durable when this answers.",
-        "parameters": [
-            {
-                "name": "class",
-                "in": "query",
-                "required": False,
-                "schema": {"type": "string", "enum": ["critical", "session", "cache"]},
-            }
-        ],
-        "requestBody": {"required": True, "content": {"application/json": {"schema": {}}}},
-        "responses": {
-            "200": {"description": "stored"},
-            "400": {"description": "bad name, bad JSON or unknown class"},
-            "413": {"description": "value over max_value_size"},
-            "507": {"description": "the disk refused the write; nothing stored"},
-        },
-    },
-    "delete": {
-        "summary": "Delete one record from every tier it travels to.",
-        "responses": {"200": {"description": "deleted"}, "404": {"description": "no such record"}},
-    },
-}
 _JSON_HEADERS = [(b"content-type", b"application/json")]
+RECORD_METHODS = b"GET, PUT, DELETE"
+
+
+def _strict_names(scope: Scope) -> tuple[str, str]:
+    """uvicorn decodes %FF, %FE and %EF%BF%BD alike to U+FFFD; decode the raw path strictly so
+    they cannot overwrite each other (and only invalid UTF-8 is refused)."""
+    raw = scope.get("raw_path") or scope["path"].encode()
+    parts = raw.split(b"/", 3)  # b"", b"v1", b"records", b"collection/key"
+    if len(parts) < 4:
+        raise BadRequest("record path must be /v1/records/<collection>/<key>, unencoded slashes")
+    collection, _, key = parts[3].partition(b"/")
+    try:
+        return decode_name("collection", collection), decode_name("key", key)
+    except InvalidName as exc:
+        raise BadRequest(str(exc)) from None
 
 
 class RecordsEndpoint:
@@ -192,7 +175,10 @@ class RecordsEndpoint:
         self, scope: Scope, receive: Receive, send: Send, collection: str, key: str
     ) -> None:
         method = scope["method"]
+        headers = list(_JSON_HEADERS)
         try:
+            if "\ufffd" in collection or "\ufffd" in key:
+                collection, key = _strict_names(scope)
             if method == "GET":
                 status, body = self.get(collection, key)
             elif method == "PUT":
@@ -201,12 +187,13 @@ class RecordsEndpoint:
                 status, body = await self.delete(collection, key)
             else:
                 status, body = 405, orjson.dumps({"error": f"method {method} not allowed"})
+                headers.append((b"allow", RECORD_METHODS))
         except StorageError as exc:
             status, body = exc.status, orjson.dumps({"error": str(exc)})
         except Exception as exc:  # one JSON line, never a traceback to the client
             log.exception("request failed", extra={"path": scope["path"]})
             status, body = 500, orjson.dumps({"error": f"internal error: {exc}"})
-        headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+        headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -265,78 +252,43 @@ def build_app(
     tier = on_tier or storage.tier
 
     async def health(request: Request) -> Response:
-        """
-        summary: Liveness; answers while the agent serves.
-        responses:
-          200: {description: "ok"}
-        """
         return _json({"status": "ok"})
 
     async def status(request: Request) -> Response:
-        """
-        summary: Tiers, counts, bytes, dirty records, last backup, last push and remote lag.
-        responses:
-          200: {description: "status document"}
-        """
         return _json(storage.status())
 
     async def list_records(request: Request) -> Response:
-        """
-        summary: Records of a collection, sorted by key (prefix and limit query parameters).
-        responses:
-          200: {description: "records"}
-        """
         collection = request.path_params["collection"]
         prefix = request.query_params.get("prefix", "")
-        try:
-            limit = int(request.query_params.get("limit", "1000"))
-        except ValueError:
-            return _error(400, "limit must be an integer")
-        if not 1 <= limit <= 100_000:
-            return _error(400, "limit must be between 1 and 100000")
+        text = request.query_params.get("limit", "1000")
+        if not text.isascii() or not text.isdigit() or len(text) > 6:
+            return _error(400, f"limit {text[:20]!r} must be an integer from 1 to {MAX_LIST_LIMIT}")
+        limit = int(text)
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            return _error(400, f"limit {limit} must be an integer from 1 to {MAX_LIST_LIMIT}")
         records, truncated = storage.list_records(collection, prefix=prefix, limit=limit)
         return _json({"collection": collection, "records": records, "truncated": truncated})
 
     async def post_tier(request: Request) -> Response:
-        """
-        summary: Run a tiering pass now.
-        responses:
-          200: {description: "pass report"}
-        """
         report = await asyncio.to_thread(tier)
         return _json(getattr(report, "__dict__", {}))
 
     async def post_backup(request: Request) -> Response:
-        """
-        summary: Commit critical changes to git and push now.
-        responses:
-          200: {description: "commit and push result"}
-        """
         result = await asyncio.to_thread(storage.backup_git)
         result["pushed"] = storage.status()["backup"]["remote_lag_commits"] in (0, None)
         return _json(result)
 
     async def post_flush(request: Request) -> Response:
-        """
-        summary: Write everything to disk, commit and push (the shutdown and preemption hook).
-        responses:
-          200: {description: "flush result"}
-        """
+        """The shutdown and preemption hook, callable by hand."""
         result = await asyncio.to_thread(storage.flush)
         return _json(result)
 
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
 
-    schemas = SchemaGenerator(
-        {"openapi": "3.0.0", "info": {"title": "spine-agent", "version": "1"}}
-    )
+    document = orjson.dumps(openapi_document())
 
     async def openapi(request: Request) -> Response:
-        # The docstring schemas use integer status codes as keys; OpenAPI wants them as strings.
-        schema = schemas.get_schema(routes=starlette_app.routes)
-        schema.setdefault("paths", {})[RECORD_PATH] = RECORD_OPENAPI
-        document = orjson.dumps(schema, option=orjson.OPT_NON_STR_KEYS)
         return Response(document, media_type=JSON)
 
     async def storage_error(request: Request, exc: Exception) -> Response:
@@ -345,7 +297,9 @@ def build_app(
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        return _error(exc.status_code, exc.detail)
+        response = _error(exc.status_code, exc.detail)
+        response.headers.update(exc.headers or {})  # e.g. Allow on a 405
+        return response
 
     routes = [
         Route("/v1/health", health, methods=["GET"]),

@@ -11,7 +11,7 @@ import os
 import reprlib
 import socket
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -51,10 +51,12 @@ DURATION_LIMITS: dict[str, tuple[float, float]] = {
     "tiering.git_backup_interval": (0.01, 7 * 86400.0),
     "git.history_max_age": (60.0, 3650 * 86400.0),
     "git.push_retry_max": (1.0, 86400.0),
+    "api.idle_timeout": (1.0, 3600.0),
 }
 SIZE_LIMITS: dict[str, tuple[int, int]] = {
     "memory_limit": (1_000_000, 1024**4),
     "max_value_size": (16, 64 * 1024**2),
+    "api.max_header_bytes": (1024, 1024**2),
 }
 
 
@@ -120,9 +122,15 @@ class GitConfig:
 
 @dataclass(frozen=True)
 class ApiConfig:
+    """Where the API listens and the limits that keep one client from exhausting the agent."""
+
     socket: Path
     socket_mode: int = 0o660
     tcp_port: int | None = None
+    token_file: Path | None = None  # required with tcp_port: bearer token, mode 0600
+    max_header_bytes: int = 16 * 1024  # request line + headers
+    max_connections: int = 256  # beyond it: 503, then closed
+    idle_timeout: int = 5  # seconds a connection may sit without a complete request head
 
 
 @dataclass(frozen=True)
@@ -172,7 +180,15 @@ _SECTION_KEYS = {
         "history_max_age",
         "push_retry_max",
     },
-    "api": {"socket", "socket_mode", "tcp_port"},
+    "api": {
+        "socket",
+        "socket_mode",
+        "tcp_port",
+        "token_file",
+        "max_header_bytes",
+        "max_connections",
+        "idle_timeout",
+    },
     "preemption": {"watch", "metadata_url"},
 }
 _LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -275,10 +291,14 @@ def build_config(raw: dict[str, Any], base_dir: Path) -> AgentConfig:
             str(sock),
             f"a unix socket path may be at most {MAX_UNIX_SOCKET_PATH} bytes",
         )
-    api = ApiConfig(
-        socket=sock,
-        socket_mode=_mode("api.socket_mode", api_raw.get("socket_mode", "0660")),
-        tcp_port=_port("api.tcp_port", api_raw.get("tcp_port")),
+    api = _api_limits(
+        api_raw,
+        ApiConfig(
+            socket=sock,
+            socket_mode=_mode("api.socket_mode", api_raw.get("socket_mode", "0660")),
+            tcp_port=_port("api.tcp_port", api_raw.get("tcp_port")),
+            token_file=_secret_file("api.token_file", api_raw.get("token_file"), base_dir),
+        ),
     )
 
     preemption_raw = sections["preemption"]
@@ -310,6 +330,56 @@ def build_config(raw: dict[str, Any], base_dir: Path) -> AgentConfig:
         class_map=class_map,
         preemption=PreemptionConfig(watch=watch, metadata_url=metadata_url),
     )
+
+
+MAX_CONNECTIONS_RANGE = (1, 65_536)
+MAX_TOKEN_BYTES = 4096
+
+
+def _api_limits(api_raw: dict[str, Any], api: ApiConfig) -> ApiConfig:
+    """The api section's limits and the TCP token rule (a TCP port without a token is refused:
+    any local process and any browser page could reach it)."""
+    header = _size("api.max_header_bytes", api_raw.get("max_header_bytes", "16KiB"))
+    connections = _whole(
+        "api.max_connections", api_raw.get("max_connections", 256), MAX_CONNECTIONS_RANGE
+    )
+    idle = _duration("api.idle_timeout", api_raw.get("idle_timeout", "5s"))
+    if idle != int(idle):  # uvicorn's keep-alive time is whole seconds
+        raise ConfigError("api.idle_timeout", api_raw.get("idle_timeout"), "must be whole seconds")
+    if api.tcp_port is not None:
+        if api.token_file is None:
+            raise ConfigError(
+                "api.tcp_port", api.tcp_port, "needs api.token_file (a bearer token, mode 0600)"
+            )
+        read_token_file(api.token_file)
+    return replace(
+        api, max_header_bytes=header, max_connections=connections, idle_timeout=int(idle)
+    )
+
+
+def read_token_file(path: Path) -> bytes:
+    """The TCP API's bearer token: one printable word (the file's mode and size are checked by
+    _secret_file when the config loads; this runs again when the daemon starts)."""
+    key = "api.token_file"
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(key, str(path), f"cannot read the file ({exc.strerror})") from None
+    token = data.strip()
+    if not 16 <= len(token) <= MAX_TOKEN_BYTES or any(c <= 32 or c > 126 for c in token):
+        raise ConfigError(
+            key, str(path), f"must hold one token of 16 to {MAX_TOKEN_BYTES} printable characters"
+        )
+    return token
+
+
+def _whole(key: str, value: Any, bounds: tuple[int, int]) -> int:
+    if isinstance(value, bool) or not str(value).strip().isdigit():
+        raise ConfigError(key, value, "expected a whole number")
+    number = int(str(value))
+    if not bounds[0] <= number <= bounds[1]:
+        raise ConfigError(key, value, f"must be from {bounds[0]} to {bounds[1]}")
+    return number
 
 
 def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:

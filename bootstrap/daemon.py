@@ -16,8 +16,10 @@ from pathlib import Path
 
 import uvicorn
 
+from .access import TcpGuard
 from .api import build_app
-from .config import AgentConfig
+from .config import AgentConfig, read_token_file
+from .http_limits import bounded_protocol, fit_connection_limit
 from .lifecycle import HybridVMStorage
 from .notify import sd_notify
 
@@ -100,11 +102,17 @@ def run_daemon(config: AgentConfig) -> int:
     if config.api.tcp_port:
         sockets.append(bind_tcp_loopback(config.api.tcp_port))
     app = build_app(agent.storage, on_tier=agent.hooks.on_every_5min)
+    if config.api.tcp_port and config.api.token_file:
+        app = TcpGuard(app, config.api.tcp_port, read_token_file(config.api.token_file))
+    limits = config.api
     server = AgentServer(
         uvicorn.Config(
             app,
             loop="uvloop",
-            http="httptools",
+            http=bounded_protocol(
+                limits.max_header_bytes, fit_connection_limit(limits.max_connections)
+            ),
+            timeout_keep_alive=limits.idle_timeout,
             lifespan="off",
             access_log=False,
             log_config=None,

@@ -4,14 +4,29 @@ from __future__ import annotations
 
 import enum
 import re
+from urllib.parse import unquote_to_bytes
+
+import orjson
 
 MAX_COLLECTION_LENGTH = 128
 MAX_KEY_LENGTH = 512
 _COLLECTION_CHARS = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
 
 
+# Values nest at most this deep. orjson encodes at most 254 levels, and a value travels inside
+# envelopes (the list response, journal and git lines), so half of that leaves ample room.
+MAX_VALUE_DEPTH = 128
+# orjson keeps integers exactly only in this range; outside it they silently become doubles.
+MIN_EXACT_INT = -(2**63)
+MAX_EXACT_INT = 2**64 - 1
+
+
 class InvalidName(ValueError):
     """A collection or key that would be unsafe as a file name or ambiguous in a URL."""
+
+
+class InvalidValue(ValueError):
+    """A body that is not JSON, or JSON the agent could not return exactly as acknowledged."""
 
 
 class PersistenceClass(enum.Enum):
@@ -70,6 +85,65 @@ def _check_common(what: str, name: str, limit: int) -> None:
         raise InvalidName(f"{what} is {len(name)} characters long (at most {limit})")
     if "/" in name or "\x00" in name or ".." in name:
         raise InvalidName(f"{what} {name!r} must not contain '/', '..' or NUL")
+
+
+def decode_name(what: str, raw: bytes) -> str:
+    """Percent-decode one path segment strictly: %FF and %FE must not both become U+FFFD and
+    overwrite each other's record."""
+    try:
+        return unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidName(f"{what} {raw.decode('ascii', 'replace')!r} is not valid UTF-8") from None
+
+
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = re.compile(rb"[^\[\]{}]")
+_INNERMOST_PAIR = re.compile(rb"\[\]|\{\}")
+_LONG_DIGITS = re.compile(rb"\d{19}")
+_NUMBER = re.compile(rb"-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?")
+
+
+def validate_value(raw: bytes, reencode: bool = True) -> bytes:
+    """The one gate for stored values: refuse what could not be read back exactly (too deep,
+    integers beyond 64 bits), and return the compact encoding (reencode=False: bytes that orjson
+    wrote itself are only checked for depth)."""
+    if _nested_deeper_than(raw, MAX_VALUE_DEPTH):
+        raise InvalidValue(f"value is nested deeper than {MAX_VALUE_DEPTH} levels (the maximum)")
+    if not reencode:
+        return raw
+    if _LONG_DIGITS.search(raw):  # before orjson, which reads 10**400 as "infinity"
+        _check_integers(raw)
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidValue(f"body is not JSON: {exc}") from None
+    return orjson.dumps(parsed)
+
+
+def _nested_deeper_than(raw: bytes, limit: int) -> bool:
+    """Depth from the bytes alone; the cheap count settles nearly every value."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    brackets = _NOT_BRACKET.sub(b"", _STRING.sub(b"", raw))
+    for _ in range(limit):  # each pass peels one level off every innermost container
+        brackets = _INNERMOST_PAIR.sub(b"", brackets)
+        if not brackets:
+            return False
+    return bool(brackets)
+
+
+def _check_integers(raw: bytes) -> None:
+    for match in _NUMBER.finditer(_STRING.sub(b'""', raw)):
+        token = match.group()
+        if b"." in token or b"e" in token or b"E" in token:
+            continue
+        # More than 20 digits is out of range anyway (and int() refuses over 4,300).
+        if len(token.lstrip(b"-")) > 20 or not MIN_EXACT_INT <= int(token) <= MAX_EXACT_INT:
+            shown = token.decode() if len(token) <= 40 else f"{token[:40].decode()}..."
+            raise InvalidValue(
+                f"integer {shown} is outside -2**63..2**64-1 and would not read back exactly; "
+                "store it as a string"
+            )
 
 
 def exact_bytes(data: bytes) -> bytes:

@@ -34,10 +34,12 @@ from .config import AgentConfig
 from .records import (
     ENTRY_OVERHEAD,
     Entry,
+    InvalidValue,
     PersistenceClass,
     check_collection,
     check_key,
     exact_bytes,
+    validate_value,
 )
 from .tiers.files import FilesTier, StagedFile, parse, read_value
 from .tiers.git import GitRecord, GitTier, GitUnavailable, RemoteMoved, redact
@@ -312,11 +314,10 @@ class HybridStorage:
             raise ValueTooLarge(
                 f"value is {len(raw)} bytes (max_value_size is {self.config.max_value_size})"
             )
-        if not canonical:
-            try:
-                raw = orjson.dumps(orjson.loads(raw))
-            except orjson.JSONDecodeError as exc:
-                raise BadRequest(f"body is not JSON: {exc}") from None
+        try:
+            raw = validate_value(raw, reencode=not canonical)
+        except InvalidValue as exc:
+            raise BadRequest(str(exc)) from None
         raw = exact_bytes(raw)
         now = self.clock()
         tombstoned_critical = False

@@ -15,6 +15,7 @@ import pytest
 from .conftest import Agent, AgentFactory, Client, UnixConnection
 
 MAX_VALUE = 1000  # max_value_size: 1KB
+JSON = "application/json"
 OLD = {"v": "old"}
 
 
@@ -95,6 +96,11 @@ BAD_NAMES = {
     "key-nul": ("/v1/records/agents/k%00", (400,)),
     "collection-bad-char": ("/v1/records/agents.json/k", (400,)),
     "collection-leading-dash": ("/v1/records/-agents/k", (400,)),
+    # Invalid UTF-8 must not decode to U+FFFD and land on another key's record.
+    "key-invalid-utf8-ff": ("/v1/records/agents/%FF", (400,)),
+    "key-invalid-utf8-fe": ("/v1/records/agents/a%FEb", (400,)),
+    "key-invalid-utf8-truncated": ("/v1/records/agents/%E2%82", (400,)),
+    "collection-invalid-utf8": ("/v1/records/ag%FFents/k", (400,)),
 }
 
 
@@ -151,6 +157,34 @@ def test_body_that_is_not_json_is_rejected(agent: Agent, case: str, collection: 
     )
     error = _assert_rejected(reply, (400,))
     assert "json" in error.lower(), error
+    _assert_unchanged(client, before)
+    client.close()
+
+
+def _nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+# JSON the agent could not give back exactly, or could not list or restore: refused with 400.
+UNKEEPABLE_VALUES = {
+    "integer-over-uint64": b"18446744073709551616",
+    "integer-under-int64": b"-9223372036854775809",
+    "big-integer-nested": b'{"a": [1, 12345678901234567890123]}',
+    "depth-129": _nested(129),
+    "depth-255": _nested(255),
+    "depth-499": _nested(499),  # deeper ones are over 1KB here: see test_values.py
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNKEEPABLE_VALUES))
+def test_value_that_cannot_be_kept_exactly_is_rejected(agent: Agent, case: str) -> None:
+    client = agent.client()
+    before = _state(client)
+    reply = client.request(
+        "PUT", "/v1/records/agents/existing", UNKEEPABLE_VALUES[case], {"Content-Type": JSON}
+    )
+    error = _assert_rejected(reply, (400,))
+    assert ("integer" in error) if case.startswith(("integer", "big")) else ("nested" in error)
     _assert_unchanged(client, before)
     client.close()
 

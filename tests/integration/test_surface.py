@@ -3,8 +3,6 @@ Prometheus metrics, the OpenAPI document and sd_notify READY/STOPPING."""
 
 from __future__ import annotations
 
-import http.client
-import json
 import os
 import socket
 import stat
@@ -17,6 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import START_TIMEOUT, AgentFactory
+from .tcp import tcp_config, tcp_request
 
 
 def _listening_inet(pid: int) -> list[tuple[str, int]]:
@@ -25,13 +24,6 @@ def _listening_inet(pid: int) -> list[tuple[str, int]]:
         for c in psutil.Process(pid).net_connections(kind="inet")
         if c.status == psutil.CONN_LISTEN
     ]
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def test_socket_is_0660_and_no_tcp_port_by_default(agents: AgentFactory) -> None:
@@ -50,18 +42,13 @@ def test_socket_mode_is_configurable(agents: AgentFactory) -> None:
     assert agent.stop() == 0
 
 
-def test_tcp_port_listens_on_loopback_only(agents: AgentFactory) -> None:
-    port = _free_port()
-    agent = agents.new(api={"tcp_port": port}).start()
+def test_tcp_port_listens_on_loopback_only(agents: AgentFactory, workdir: Path) -> None:
+    api, port, token = tcp_config(workdir)
+    agent = agents.new(api=api).start()
     assert _listening_inet(agent.pid) == [("127.0.0.1", port)]
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        conn.request("GET", "/v1/health")
-        response = conn.getresponse()
-        assert response.status == 200
-        assert json.loads(response.read()) == {"status": "ok"}
-    finally:
-        conn.close()
+    reply = tcp_request(port, "GET", "/v1/health", {"Authorization": f"Bearer {token}"})
+    assert reply.status == 200
+    assert reply.json() == {"status": "ok"}
     # Reachable on the unix socket too.
     assert agent.client().request("GET", "/v1/health").status == 200
     assert agent.stop() == 0

@@ -239,11 +239,13 @@ def test_each_duration_has_bounds(key: str) -> None:
 @pytest.mark.parametrize("key", sorted(SIZE_LIMITS))
 def test_each_size_has_bounds(key: str) -> None:
     minimum, maximum = SIZE_LIMITS[key]
-    assert getattr(config_from_mapping({key: maximum}), key) == maximum
-    message = error_for({key: maximum + 1})
+    config = config_from_mapping(nested_in(key, maximum))
+    section, _, name = key.rpartition(".")
+    assert getattr(getattr(config, section) if section else config, name) == maximum
+    message = error_for(nested_in(key, maximum + 1))
     assert f"{key}=" in message and f"to {maximum} bytes" in message
-    assert "size" in error_for({key: "9" * 40 + "GB"})
-    assert f"from {minimum} to" in error_for({key: minimum - 1})
+    assert "size" in error_for(nested_in(key, "9" * 40 + "GB"))
+    assert f"from {minimum} to" in error_for(nested_in(key, minimum - 1))
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,258 @@
+"""The API's OpenAPI document, written out whole: every parameter, body, status code and schema
+the agent really answers with. Schemathesis checks it against a live agent (tests/integration/
+test_openapi_fuzz.py), and the TypeScript client will be generated from it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .records import (
+    MAX_COLLECTION_LENGTH,
+    MAX_EXACT_INT,
+    MAX_KEY_LENGTH,
+    MAX_VALUE_DEPTH,
+    MIN_EXACT_INT,
+    PersistenceClass,
+)
+
+JSON = "application/json"
+MAX_LIST_LIMIT = 100_000
+
+# The name rules of records.check_collection / check_key, as JSON Schema.
+COLLECTION_SCHEMA = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_COLLECTION_LENGTH,
+    "pattern": "^[A-Za-z0-9_][A-Za-z0-9_-]*$",
+}
+KEY_SCHEMA = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_KEY_LENGTH,
+    "pattern": "^(?!.*\\.\\.)[^/\\x00]+$",
+}
+VALUE_DESCRIPTION = (
+    f"Any JSON value: nested at most {MAX_VALUE_DEPTH} levels, integers within "
+    f"{MIN_EXACT_INT}..{MAX_EXACT_INT} (others are refused with 400, not rounded), numbers with "
+    "a fraction or exponent read as IEEE-754 doubles, at most max_value_size bytes. It reads back "
+    "in compact form."
+)
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _answer(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": schema or _ref("Error")}}}
+
+
+def _obj(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": required if required is not None else list(properties),
+    }
+
+
+_INT = {"type": "integer"}
+_NUM = {"type": "number"}
+_STR = {"type": "string"}
+_BOOL = {"type": "boolean"}
+_NULLABLE_STR = {"type": "string", "nullable": True}
+_NULLABLE_NUM = {"type": "number", "nullable": True}
+_CLASS_NAMES = [c.value for c in PersistenceClass]
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {**_obj({"error": _STR}), "additionalProperties": False},
+    "Value": {
+        "description": VALUE_DESCRIPTION,
+        "nullable": True,
+        "anyOf": [
+            _BOOL,
+            _STR,
+            {"type": "integer", "minimum": MIN_EXACT_INT, "maximum": MAX_EXACT_INT},
+            {"type": "number", "format": "double"},
+            {"type": "array", "items": _ref("Value")},
+            {"type": "object", "additionalProperties": _ref("Value")},
+        ],
+    },
+    "Stored": _obj({"ok": _BOOL, "collection": _STR, "key": _STR, "class": {"enum": _CLASS_NAMES}}),
+    "Deleted": _obj({"ok": _BOOL, "deleted": _STR}),
+    "RecordList": _obj(
+        {
+            "collection": _STR,
+            "records": {"type": "object", "additionalProperties": _ref("Value")},
+            "truncated": _BOOL,
+        }
+    ),
+    "Health": _obj({"status": {"enum": ["ok"]}}),
+    "Status": _obj(
+        {
+            "host": _STR,
+            "storage_path": _STR,
+            "restored_from": _NULLABLE_STR,
+            "uptime_s": _NUM,
+            "records": _INT,
+            "collections": {"type": "object", "additionalProperties": _INT},
+            "classes": {"type": "object"},
+            "tiers": {"type": "object"},
+            "dirty": {"type": "object"},
+            "backup": {"type": "object"},
+        }
+    ),
+    "TierReport": _obj(
+        {
+            "files_written": _INT,
+            "records_written": _INT,
+            "evicted": _INT,
+            "expired_cache": _INT,
+            "journal_segments_dropped": _INT,
+            "seconds": _NUM,
+        },
+        required=[],
+    ),
+    "Backup": _obj(
+        {"commit": _NULLABLE_STR, "changes": _INT, "pushed": _BOOL}, required=["commit", "changes"]
+    ),
+    "Flush": _obj(
+        {"files_written": _INT, "commit": _NULLABLE_STR, "changes": _INT}, ["files_written"]
+    ),
+}
+
+# Answers any operation can get before it runs: they come from the TCP guard and the HTTP limits.
+COMMON = {
+    "400": _answer("bad input (on TCP also: a Host header that is not a loopback name)"),
+    "401": _answer("on TCP only: the bearer token is missing or wrong"),
+    "431": _answer("the request head is over api.max_header_bytes"),
+    "503": _answer("over api.max_connections; the connection is closed"),
+}
+BAD_NAME = _answer("bad collection or key name (also: not valid UTF-8)")
+NO_RECORD = _answer("no such record")
+DISK_FULL = _answer("the disk refused the write; nothing changed")
+
+COLLECTION = {"name": "collection", "in": "path", "required": True, "schema": COLLECTION_SCHEMA}
+KEY = {"name": "key", "in": "path", "required": True, "schema": KEY_SCHEMA}
+
+
+def _op(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"summary": summary, "responses": {**COMMON, **responses}, **extra}
+
+
+PATHS: dict[str, Any] = {
+    "/v1/health": {
+        "get": _op(
+            "Liveness; answers while the agent serves.", {"200": _answer("ok", _ref("Health"))}
+        )
+    },
+    "/v1/openapi.json": {
+        "get": _op("This document.", {"200": _answer("OpenAPI 3.0", {"type": "object"})})
+    },
+    "/metrics": {
+        "get": _op(
+            "Prometheus metrics.",
+            {
+                "200": {
+                    "description": "Prometheus text format 0.0.4",
+                    "content": {"text/plain": {"schema": _STR}},
+                }
+            },
+        )
+    },
+    "/v1/status": {
+        "get": _op(
+            "Tiers, counts, bytes, dirty records, last backup, last push and remote lag.",
+            {"200": _answer("status document", _ref("Status"))},
+        )
+    },
+    "/v1/records/{collection}": {
+        "get": _op(
+            "Records of a collection, sorted by key.",
+            {
+                "200": _answer("records", _ref("RecordList")),
+                "400": _answer("bad collection name, or limit not an integer in range"),
+            },
+            parameters=[
+                COLLECTION,
+                {"name": "prefix", "in": "query", "required": False, "schema": _STR},
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT},
+                },
+            ],
+        )
+    },
+    "/v1/records/{collection}/{key}": {
+        "parameters": [COLLECTION, KEY],
+        "get": _op(
+            "Read one record's JSON value.",
+            {"200": _answer("the value", _ref("Value")), "400": BAD_NAME, "404": NO_RECORD},
+        ),
+        "put": _op(
+            "Store a JSON value; critical records are durable when this answers.",
+            {
+                "200": _answer("stored", _ref("Stored")),
+                "400": _answer("bad name, bad JSON, a value it cannot keep exactly, bad class"),
+                "413": _answer("value over max_value_size"),
+                "507": DISK_FULL,
+            },
+            parameters=[
+                {
+                    "name": "class",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "enum": _CLASS_NAMES},
+                }
+            ],
+            requestBody={"required": True, "content": {JSON: {"schema": _ref("Value")}}},
+        ),
+        "delete": _op(
+            "Delete one record from every tier it travels to.",
+            {
+                "200": _answer("deleted", _ref("Deleted")),
+                "400": BAD_NAME,
+                "404": NO_RECORD,
+                "507": DISK_FULL,
+            },
+        ),
+    },
+    "/v1/tier": {
+        "post": _op(
+            "Run a tiering pass now.",
+            {"200": _answer("pass report", _ref("TierReport")), "507": DISK_FULL},
+        )
+    },
+    "/v1/backup": {
+        "post": _op(
+            "Commit critical changes to git and push now.",
+            {"200": _answer("commit and push result", _ref("Backup")), "507": DISK_FULL},
+        )
+    },
+    "/v1/flush": {
+        "post": _op(
+            "Write everything to disk, commit and push (the shutdown and preemption hook).",
+            {"200": _answer("flush result", _ref("Flush")), "507": DISK_FULL},
+        )
+    },
+}
+
+
+def openapi_document() -> dict[str, Any]:
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "spine-agent",
+            "version": "1",
+            "description": "The storage agent's local API (unix socket; optionally loopback "
+            "TCP, which needs the bearer token and a loopback Host header).",
+        },
+        "paths": PATHS,
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        # Checked on TCP only: on the unix socket, the socket's file mode is the access control.
+        "security": [{"bearer": []}],
+    }
