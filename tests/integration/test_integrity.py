@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from .conftest import AgentFactory, BareRemote, Client
+from .conftest import AgentFactory, BareRemote, Client, wait_for
 
 
 def test_a_cache_override_then_delete_does_not_bring_the_critical_value_back(
@@ -157,7 +157,11 @@ def test_a_vm_with_warm_files_serves_without_waiting_for_a_silent_remote(
         agent.start()
         ready_after = time.monotonic() - started
         assert agent.client().get("agents", "a").json() == {"n": 1}
-        serving = [e for e in agent.logs() if e["msg"] == "serving"]
+        serving = wait_for(
+            lambda: [e for e in agent.logs() if e["msg"] == "serving"],
+            timeout=30,
+            what="the 'serving' log line",
+        )
         # The remote check runs behind the socket: start-up is not the 15 s fetch timeout.
         assert serving and serving[0]["startup_s"] < 10, serving
         print(f"ready after {ready_after:.2f}s with a silent remote")
