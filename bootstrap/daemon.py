@@ -93,11 +93,32 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
+def restore_with_stop_signals(agent: HybridVMStorage) -> list[float]:
+    """Restore with SIGTERM/SIGINT noted, not fatal: as a container's PID 1 the default action
+    is ignored, so a stop during a long restore would wait for SIGKILL. Returns a list that
+    holds the moment a stop arrived, now or before the server takes the signals over."""
+    stop_at: list[float] = []
+
+    def note(signum: int, frame: object) -> None:
+        if not stop_at:
+            stop_at.append(time.monotonic())
+            sd_notify("STOPPING=1")
+            log.info("stop signal during start-up", extra={"signal": signal.Signals(signum).name})
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, note)  # uvicorn's own handlers replace it once it serves
+    agent.hooks.on_start()
+    return stop_at
+
+
 def run_daemon(config: AgentConfig) -> int:
     os.umask(0o027)  # data, journal and backup files: owner and group only
     started = time.monotonic()
     agent = HybridVMStorage(config=config)
-    agent.hooks.on_start()
+    stopped_during_start = restore_with_stop_signals(agent)
+    if stopped_during_start:
+        agent.hooks.on_shutdown(started=stopped_during_start[0])
+        return 0
     sockets = [bind_unix_socket(config.api.socket, config.api.socket_mode)]
     if config.api.tcp_port:
         sockets.append(bind_tcp_loopback(config.api.tcp_port))
@@ -127,7 +148,10 @@ def run_daemon(config: AgentConfig) -> int:
         serve = asyncio.create_task(server.serve(sockets=sockets))
         while not server.started and not serve.done():
             await asyncio.sleep(0.01)
-        if server.started:
+        if server.started and stopped_during_start:  # between restore and serving
+            server.stop_requested_at = stopped_during_start[0]
+            server.should_exit = True
+        elif server.started:
             agent.start_background()
             sd_notify("READY=1")
             log.info(

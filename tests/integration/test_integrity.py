@@ -9,6 +9,7 @@ import random
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -230,3 +231,31 @@ def test_aggressive_tiering_crash_loop_serves_every_read_right(agents: AgentFact
             assert not log.errors, log.errors[:3]
     print(f"reads served right: {served_right[0]}")
     assert served_right[0] > 100
+
+
+def test_sigterm_during_a_slow_start_ends_with_a_clean_shutdown(
+    agents: AgentFactory, workdir: Path
+) -> None:
+    """A blank disk waits for its remote at start (here an ssh remote whose `ssh` never answers:
+    a stand-in on PATH that marks when git calls it, then sleeps). A stop in that window used to
+    kill the process outright (and, as a container's PID 1, was ignored until SIGKILL); now it is
+    noted and the agent shuts down cleanly once the restore gives up."""
+    bin_dir = workdir / "bin"
+    bin_dir.mkdir()
+    marker = workdir / "ssh-called"
+    fake_ssh = bin_dir / "ssh"
+    fake_ssh.write_text(f'#!/bin/sh\ntouch "{marker}"\nexec sleep 60\n')
+    fake_ssh.chmod(0o755)
+    agent = agents.new(
+        git={"remote": "ssh://git@127.0.0.1/backup.git"},
+        env={"PATH": f"{bin_dir}:{os.environ['PATH']}"},
+    )
+    agent.start(wait=False)
+    wait_for(marker.exists, timeout=60, what="git calling ssh during the start-up fetch")
+    assert agent.proc is not None and agent.proc.poll() is None
+    agent.proc.terminate()
+    rc = agent.proc.wait(60)
+    assert rc == 0, agent.output()
+    messages = [e["msg"] for e in agent.logs()]
+    assert "stop signal during start-up" in messages and "shutdown backup done" in messages
+    assert "serving" not in messages
