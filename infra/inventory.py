@@ -61,15 +61,7 @@ def host_vars(host: HostSpec) -> dict[str, Any]:
     else:
         hv["ansible_host"] = host.internal_ip
         hv["ansible_ssh_common_args"] = iap_proxy_args(host.name, host.project, host.zone)
-    hv.update(
-        {
-            "spine_disk_device": scripts.DISK_DEVICE,
-            "spine_mount_point": scripts.MOUNT_POINT,
-            "spine_storage_path": scripts.MOUNT_POINT,
-            "spine_stop_budget": scripts.STOP_BUDGET,
-            "spine_git_remote": host.git_remote or "",
-        }
-    )
+    hv.update(scripts.role_vars(host.git_remote))
     if host.git_token:
         hv["spine_git_token"] = host.git_token
     if host.git_ssh_key:
