@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TOPOLOGY ?= compute
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint unit lab lab-down plan bench agent wheel clean
+.PHONY: setup test lint unit lab lab-down plan bench agent wheel bundle clean
 
 setup:
 	@bash scripts/setup.sh
@@ -32,8 +32,12 @@ lab-down: setup
 	$(PY) -m tests.lab down
 
 ## Review a topology offline, under Pulumi's mocks: make plan TOPOLOGY=cloudrun|compute|hybrid
-plan: setup
+plan: setup bundle
 	$(PY) -m infra.plan --topology $(TOPOLOGY)
+
+## What the VMs provision themselves from (pulumi up uploads it): dist/super-spine-bundle.tar
+bundle: setup
+	$(PY) -m infra.bundle --out dist/super-spine-bundle.tar
 
 bench: setup
 	$(PY) -m bench.run
