@@ -14,7 +14,7 @@ setup:
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy infra bootstrap
-	cd ansible && ../$(VENV)/bin/ansible-lint --offline --profile production site.yml roles
+	cd ansible && ../$(VENV)/bin/ansible-lint --offline --profile production site.yml bundle.yml roles
 
 ## The whole suite: lint, then every test (the lab VM tests boot their own VM).
 test: lint

@@ -30,7 +30,7 @@ METADATA_URL = "http://169.254.169.254/computeMetadata/v1"
 BUNDLE_URL_KEY = "super-spine-bundle-url"
 BUNDLE_SHA_KEY = "super-spine-bundle-sha256"
 VARS_KEY = "super-spine-vars"
-SECRETS_KEY = "super-spine-secrets"
+SECRETS_KEY = "super-spine-protected-vars"
 
 
 def _environment() -> jinja2.Environment:

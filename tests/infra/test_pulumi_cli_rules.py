@@ -124,12 +124,16 @@ def readme_config_commands() -> list[list[str]]:
     """Every `pulumi config set ...` line in README.md, split as the shell would."""
     commands = []
     text = (ROOT / "README.md").read_text().replace("\\\n", " ")
-    for line in text.splitlines():
-        line = line.strip()
-        if line.startswith("pulumi config set "):
-            line = line.split(" #", 1)[0]
-            line = re.sub(r'"\$\(.*\)"', "VALUE", line)  # command substitutions
-            commands.append(shlex.split(line))
+    lines = [line.strip() for line in text.splitlines()]
+    # Shell blocks (one command a line) and inline code in the prose.
+    found = [line for line in lines if line.startswith("pulumi config set ")]
+    found += re.findall(r"`(pulumi config set [^`\n]+)`", text)
+    for line in found:
+        line = line.split(" #", 1)[0]
+        line = re.sub(r'"\$\(.*\)"', "VALUE", line)  # command substitutions
+        argv = shlex.split(line)
+        if not any(re.fullmatch(r"<\w+>", arg) for arg in argv):  # not a `<key>` placeholder
+            commands.append(argv)
     return commands
 
 
@@ -138,6 +142,8 @@ def stored_value(argv: list[str]) -> tuple[str, Any, bool]:
     args = argv[3:]
     path = "--path" in args
     secret = "--secret" in args
+    if "--type" in args:  # `--type int` and the like: the flag takes a value
+        del args[args.index("--type") : args.index("--type") + 2]
     positional = [a for a in args if not a.startswith("--")]
     key = positional[0]
     value: Any = positional[1] if len(positional) > 1 else "<stdin>"
