@@ -238,6 +238,9 @@ def test_05_replaced_vm_provisions_itself_from_its_startup_script(
     assert_records(life)
     config = life.sh("cat /etc/super-spine/agent.yaml")
     assert f'remote: "{life.remote.url}"' in config, "the secret git remote did not arrive"
+    assert life.sh("ls /var/lib/super-spine-bootstrap") == "ansible\napplied\nbundle\nvars.json", (
+        "the secret variables outlived the run"
+    )
     assert life.sh("nc -w 10 127.0.0.1 8021 </dev/null") == "healthy"
     life.passed.add("5")
 
