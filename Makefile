@@ -8,7 +8,7 @@ IMAGE_BASE ?=
 IMAGE_NAME ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint unit lab lab-down plan bench agent wheel image clean
+.PHONY: setup test lint unit lab lab-down plan bench agent wheel image bundle clean
 
 setup:
 	@bash scripts/setup.sh
@@ -17,7 +17,7 @@ setup:
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy infra bootstrap
-	cd ansible && ../$(VENV)/bin/ansible-lint --offline --profile production site.yml roles
+	cd ansible && ../$(VENV)/bin/ansible-lint --offline --profile production site.yml bundle.yml roles
 
 ## The whole suite: lint, then every test (the lab VM tests boot their own VM).
 test: lint
@@ -35,8 +35,12 @@ lab-down: setup
 	$(PY) -m tests.lab down
 
 ## Review a topology offline, under Pulumi's mocks: make plan TOPOLOGY=cloudrun|compute|hybrid
-plan: setup
+plan: setup bundle
 	$(PY) -m infra.plan --topology $(TOPOLOGY)
+
+## What the VMs provision themselves from (pulumi up uploads it): dist/super-spine-bundle.tar
+bundle: setup
+	$(PY) -m infra.bundle --out dist/super-spine-bundle.tar
 
 bench: setup
 	$(PY) -m bench.run

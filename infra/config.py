@@ -17,12 +17,27 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
+
+from infra.bundle import ROOT, Bundle, BundleError, inspect
 
 PROJECT_NAME = "super-spine-kit"
 
 TOPOLOGIES = ("cloudrun", "compute", "hybrid")
-DISK_TYPES = ("pd-ssd", "pd-balanced")
+DISK_TYPES = ("pd-ssd", "pd-balanced", "hyperdisk-balanced")
+# Disk types each machine family attaches (GCE's machine-family pages); the first one is the
+# boot disk's. N4, C4 and their kin take Hyperdisk only; E2, N1, N2 and older ones no Hyperdisk.
+_PD = ("pd-balanced", "pd-ssd")
+_BOTH = ("pd-balanced", "pd-ssd", "hyperdisk-balanced")
+_HYPERDISK = ("hyperdisk-balanced",)
+FAMILY_DISK_TYPES: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(
+        ("e2", "n1", "n2", "n2d", "t2d", "t2a", "c2", "c2d", "m1", "m2", "a2", "g2"), _PD
+    ),
+    **dict.fromkeys(("c3", "c3d", "m3", "a3"), _BOTH),
+    **dict.fromkeys(("n4", "n4d", "n4a", "c4", "c4a", "c4d", "h4d", "x4"), _HYPERDISK),
+}
 TERMINATION_ACTIONS = ("STOP", "DELETE")
 SNAPSHOT_INTERVALS_HOURS = (1, 2, 3, 4, 6, 8, 12, 24)
 SQL_VERSIONS = ("POSTGRES_13", "POSTGRES_14", "POSTGRES_15", "POSTGRES_16", "POSTGRES_17")
@@ -40,10 +55,15 @@ IAP_RANGE = "35.235.240.0/20"
 MAX_RUN_MIN_S = 30
 MAX_RUN_MAX_S = 120 * 24 * 3600
 
-# key -> default, in the project namespace. None means "no default" (required or optional).
+# key -> default, in the project namespace. Only `topology` (required by every topology) has
+# none: since Pulumi 3.44 the CLI requires every key that Pulumi.yaml declares without a
+# default, in every stack. Optional strings default to "" (= unset). The keys in
+# UNDECLARED_KEYS are not in Pulumi.yaml at all: the project schema has no object type
+# (labels), and a key declared `secret` with a default fails the CLI's check for every stack
+# that leaves it unset (gitToken, gitSshKey). This module validates them all the same.
 DEFAULTS: dict[str, Any] = {
     "topology": None,
-    "zone": None,
+    "zone": "",
     "labels": {},
     "deletionProtection": True,
     "enableApis": True,
@@ -60,10 +80,10 @@ DEFAULTS: dict[str, Any] = {
     "bootDiskSizeGb": 20,
     "spot": False,
     "terminationAction": "STOP",
-    "maxRunDuration": "4h",
+    "maxRunDuration": "none",
     "externalIp": False,
-    "sshUser": None,
-    "serviceImage": None,
+    "sshUser": "",
+    "serviceImage": "",
     "serviceMinInstances": 0,
     "serviceMaxInstances": 2,
     "serviceCpu": "1",
@@ -79,10 +99,12 @@ DEFAULTS: dict[str, Any] = {
     "sqlPointInTimeRecovery": True,
     "sqlPitrDays": 7,
     "sqlBackupRetentionCount": 14,
-    "gitRemote": None,
+    "gitRemote": "",
     "gitToken": None,
     "gitSshKey": None,
+    "agentBundle": "dist/super-spine-bundle.tar",
 }
+UNDECLARED_KEYS = ("labels", "gitToken", "gitSshKey")
 # Keys that carry credentials: accepted only when stored with `pulumi config set --secret`.
 SECRET_ONLY_KEYS = ("gitToken", "gitSshKey")
 
@@ -167,6 +189,8 @@ class DiskConfig:
 
 @dataclass(frozen=True)
 class VmConfig:
+    """The VM. Changing spot (hence on_host_maintenance) replaces it: see components/vm.py."""
+
     machine_type: str
     image_family: str
     image_project: str
@@ -176,6 +200,7 @@ class VmConfig:
     max_run_duration_s: int | None
     external_ip: bool
     ssh_user: str | None
+    boot_disk_type: str = "pd-balanced"
 
 
 @dataclass(frozen=True)
@@ -210,6 +235,8 @@ class AgentConfig:
     git_remote_is_secret: bool
     git_token: str | None = field(default=None, repr=False)
     git_ssh_key: str | None = field(default=None, repr=False)
+    # The bundle the VM provisions itself from (infra/bundle.py); only VM topologies read it.
+    bundle: Bundle | None = None
 
     @property
     def has_secrets(self) -> bool:
@@ -269,8 +296,10 @@ class _Reader:
         return self.source.is_secret(namespace, name)
 
     def string(self, key: str) -> str | None:
+        """The value, else the default; "" (Pulumi.yaml's default for optional keys) is unset."""
         value = self.raw(key)
-        return value if value is not None else DEFAULTS.get(key)
+        value = value if value is not None else DEFAULTS.get(key)
+        return value or None
 
     def require(self, key: str, allowed: str) -> str:
         value = self.string(key)
@@ -414,6 +443,13 @@ def _vm(r: _Reader, topology: str) -> VmConfig:
             action,
             "STOP; DELETE applies only to spot VMs or with a maxRunDuration",
         )
+    family = machine_type.split("-", 1)[0]
+    if family not in FAMILY_DISK_TYPES:
+        raise ConfigError(
+            r.full("machineType"),
+            machine_type,
+            f"a machine type of a known family ({', '.join(sorted(FAMILY_DISK_TYPES))})",
+        )
     ssh_user = r.string("sshUser")
     if topology in ("compute", "hybrid"):
         if ssh_user is None:
@@ -438,7 +474,20 @@ def _vm(r: _Reader, topology: str) -> VmConfig:
         max_run_duration_s=max_run,
         external_ip=r.boolean("externalIp"),
         ssh_user=ssh_user,
+        boot_disk_type=FAMILY_DISK_TYPES[family][0],
     )
+
+
+def _check_disk_fits_family(r: _Reader, vm: VmConfig, disk: DiskConfig) -> None:
+    """pd-* on an N4 or C4 (or Hyperdisk on an E2) is refused by GCE at create time."""
+    family = vm.machine_type.split("-", 1)[0]
+    allowed = FAMILY_DISK_TYPES[family]
+    if disk.type not in allowed:
+        raise ConfigError(
+            r.full("diskType"),
+            disk.type,
+            f"{', '.join(allowed)} (what machineType {vm.machine_type}'s family attaches)",
+        )
 
 
 def _service(r: _Reader, topology: str) -> ServiceConfig:
@@ -511,6 +560,17 @@ def _sql(r: _Reader) -> SqlConfig:
     if not _HHMM.match(start):
         raise ConfigError(r.full("sqlBackupStartTime"), start, "a UTC time HH:MM, e.g. 02:00")
     pitr_max = 35 if edition == "ENTERPRISE_PLUS" else 7
+    pitr = r.boolean("sqlPointInTimeRecovery")
+    pitr_days = r.integer("sqlPitrDays", 1, pitr_max)
+    retained = r.integer("sqlBackupRetentionCount", 1, 365)
+    # Cloud SQL refuses transaction logs kept as long as (or longer than) the backups they
+    # replay from: transactionLogRetentionDays must be below retainedBackups.
+    if pitr and pitr_days >= retained:
+        raise ConfigError(
+            r.full("sqlPitrDays"),
+            pitr_days,
+            f"fewer days than sqlBackupRetentionCount ({retained}) backups are kept",
+        )
     return SqlConfig(
         tier=tier,
         edition=edition,
@@ -518,13 +578,24 @@ def _sql(r: _Reader) -> SqlConfig:
         high_availability=r.boolean("sqlHighAvailability"),
         disk_size_gb=r.integer("sqlDiskSizeGb", 10, 65536),
         backup_start_time=start,
-        point_in_time_recovery=r.boolean("sqlPointInTimeRecovery"),
-        pitr_days=r.integer("sqlPitrDays", 1, pitr_max),
-        backup_retention_count=r.integer("sqlBackupRetentionCount", 1, 365),
+        point_in_time_recovery=pitr,
+        pitr_days=pitr_days,
+        backup_retention_count=retained,
     )
 
 
-def _agent(r: _Reader) -> AgentConfig:
+def _bundle(r: _Reader) -> Bundle:
+    """The bundle file must exist and be one: checked now, not when the VM first boots."""
+    value = r.require("agentBundle", "the path of the bundle `make bundle` builds")
+    path = Path(value)
+    try:
+        return inspect(path if path.is_absolute() else ROOT / path)
+    except BundleError as error:
+        allowed = f"a bundle from `make bundle`; {error}"
+        raise ConfigError(r.full("agentBundle"), value, allowed) from None
+
+
+def _agent(r: _Reader, topology: str) -> AgentConfig:
     remote = r.string("gitRemote")
     if remote is not None:
         secret = r.secret("gitRemote")
@@ -557,6 +628,7 @@ def _agent(r: _Reader) -> AgentConfig:
         git_remote_is_secret=remote is not None and r.secret("gitRemote"),
         git_token=r.raw("gitToken"),
         git_ssh_key=r.raw("gitSshKey"),
+        bundle=_bundle(r) if topology in ("compute", "hybrid") else None,
     )
 
 
@@ -586,18 +658,24 @@ def _access(r: _Reader) -> AccessConfig:
     return AccessConfig(ssh_source_ranges=tuple(ranges), labels=dict(labels))
 
 
+# Cloud Run's Direct VPC egress needs a /26 or larger subnet; one rule for every topology.
+SUBNET_MAX_PREFIX = 26
+
+
 def _subnet(r: _Reader) -> str:
     cidr = r.require("subnetCidr", "a private IPv4 range")
+    allowed = (
+        f"a private IPv4 range from /8 to /{SUBNET_MAX_PREFIX} (Cloud Run's Direct VPC egress "
+        "needs /26 or larger), e.g. 10.42.0.0/24"
+    )
     try:
         network = ipaddress.ip_network(cidr, strict=True)
     except ValueError:
-        raise ConfigError(
-            r.full("subnetCidr"), cidr, "a private IPv4 range from /8 to /27, e.g. 10.42.0.0/24"
-        ) from None
-    if not (network.version == 4 and network.is_private and 8 <= network.prefixlen <= 27):
-        raise ConfigError(
-            r.full("subnetCidr"), cidr, "a private IPv4 range from /8 to /27, e.g. 10.42.0.0/24"
-        )
+        raise ConfigError(r.full("subnetCidr"), cidr, allowed) from None
+    if not (
+        network.version == 4 and network.is_private and 8 <= network.prefixlen <= SUBNET_MAX_PREFIX
+    ):
+        raise ConfigError(r.full("subnetCidr"), cidr, allowed)
     return cidr
 
 
@@ -622,14 +700,17 @@ def load_config(source: ConfigSource | None = None) -> StackConfig:
     r = _Reader(source if source is not None else PulumiSource())
     _known_keys(r)
     topology = r.choice("topology", TOPOLOGIES)
+    disk, vm = _disk(r), _vm(r, topology)
+    if topology in ("compute", "hybrid"):
+        _check_disk_fits_family(r, vm, disk)
     return StackConfig(
         topology=topology,
         placement=_placement(r),
-        disk=_disk(r),
-        vm=_vm(r, topology),
+        disk=disk,
+        vm=vm,
         service=_service(r, topology),
         sql=_sql(r),
-        agent=_agent(r),
+        agent=_agent(r, topology),
         access=_access(r),
         deletion_protection=r.boolean("deletionProtection"),
         enable_apis=r.boolean("enableApis"),

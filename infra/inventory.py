@@ -20,34 +20,54 @@ GROUP = "super_spine"
 
 @dataclass(frozen=True)
 class HostSpec:
-    """Everything the inventory says about one VM (plain values, resolved from outputs)."""
+    """Everything the inventory says about the stack's VM (plain values, resolved from outputs).
 
-    name: str
+    The VM belongs to a managed instance group, which may recreate it at any time (new boot
+    disk, new host key, new internal IP): the inventory therefore names the group, and ssh
+    asks for the group's current VM each time it connects.
+    """
+
+    group: str
     project: str
     zone: str
-    internal_ip: str
     ssh_user: str
-    external_ip: str | None = None
     git_remote: str | None = None
     git_token: str | None = field(default=None, repr=False)
     git_ssh_key: str | None = field(default=None, repr=False)
     postgres: Mapping[str, Any] | None = None
 
 
-def iap_proxy_args(name: str, project: str, zone: str) -> str:
-    """ssh options that tunnel through IAP: no public IP and no open port 22 needed."""
+def current_instance_command(group: str, project: str, zone: str) -> str:
+    """A shell command that prints the name of the group's VM (whatever GCE named it)."""
+    return (
+        f"gcloud compute instance-groups managed list-instances {shlex.quote(group)} "
+        f"--project={shlex.quote(project)} --zone={shlex.quote(zone)} "
+        "--format='value(name)' --limit=1"
+    )
+
+
+def iap_proxy_args(group: str, project: str, zone: str) -> str:
+    """ssh options that reach the group's current VM through IAP (no public IP, no open 22).
+
+    Host keys are not pinned: every VM the group recreates has new ones, and a pinned key
+    (even with accept-new) refuses the replacement. Nothing is lost by it here: IAP's tunnel
+    is opened through Google's authenticated API to the instance it names, and OS Login
+    authenticates the user.
+    """
     tunnel = " ".join(
         [
             "gcloud compute start-iap-tunnel",
-            shlex.quote(name),
+            f"$({current_instance_command(group, project, zone)})",
             "%p --listen-on-stdin",
             f"--project={shlex.quote(project)}",
             f"--zone={shlex.quote(zone)}",
             "--verbosity=warning",
         ]
     )
-    # Pulumi may replace a VM (new host key, same name): trust a new key on first use only.
-    return f"-o ProxyCommand='{tunnel}' -o StrictHostKeyChecking=accept-new"
+    return (
+        f'-o ProxyCommand="{tunnel}" -o StrictHostKeyChecking=no '
+        "-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
+    )
 
 
 def host_vars(host: HostSpec) -> dict[str, Any]:
@@ -55,21 +75,11 @@ def host_vars(host: HostSpec) -> dict[str, Any]:
     hv: dict[str, Any] = {
         "ansible_user": host.ssh_user,
         "ansible_python_interpreter": "/usr/bin/python3",
+        # Not resolved: the ProxyCommand finds the VM.
+        "ansible_host": host.group,
+        "ansible_ssh_common_args": iap_proxy_args(host.group, host.project, host.zone),
     }
-    if host.external_ip:
-        hv["ansible_host"] = host.external_ip
-    else:
-        hv["ansible_host"] = host.internal_ip
-        hv["ansible_ssh_common_args"] = iap_proxy_args(host.name, host.project, host.zone)
-    hv.update(
-        {
-            "spine_disk_device": scripts.DISK_DEVICE,
-            "spine_mount_point": scripts.MOUNT_POINT,
-            "spine_storage_path": scripts.MOUNT_POINT,
-            "spine_stop_budget": scripts.STOP_BUDGET,
-            "spine_git_remote": host.git_remote or "",
-        }
-    )
+    hv.update(scripts.role_vars(host.git_remote))
     if host.git_token:
         hv["spine_git_token"] = host.git_token
     if host.git_ssh_key:
@@ -84,7 +94,7 @@ def render_inventory(hosts: list[HostSpec]) -> str:
     document = {
         "all": {
             "children": {
-                GROUP: {"hosts": {host.name: host_vars(host) for host in hosts}},
+                GROUP: {"hosts": {host.group: host_vars(host) for host in hosts}},
             }
         }
     }

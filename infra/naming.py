@@ -40,3 +40,58 @@ class Namer:
             return name
         digest = hashlib.sha256(name.encode()).hexdigest()[:6]
         return f"{name[: max_len - 7].rstrip('-')}-{digest}"
+
+
+# Pulumi auto-names a resource `<logical name>-<7 hex>`: 8 characters more than the logical name.
+AUTONAME_SUFFIX = 8
+# A MIG names its VM `<base_instance_name>-<4 chars>`.
+MIG_SUFFIX = 5
+GCE_LIMIT = 63
+# For each kind of name the program derives from the stack: its limit and the longest tail
+# the program appends to `ssk-<stack>` (tests/infra/test_naming.py checks every recorded
+# resource against this table, so a new resource with a longer name cannot slip past it).
+NAME_TAILS: dict[str, tuple[int, str]] = {
+    "GCE resources (VPC, subnet, firewall, router, NAT, disk, template, group, health check)": (
+        GCE_LIMIT,
+        "-net-allow-health" + "x" * AUTONAME_SUFFIX,
+    ),
+    "the instance group's VM": (GCE_LIMIT, "-vm" + "x" * MIG_SUFFIX),
+    "snapshot schedules and the disk's policy attachment": (
+        GCE_LIMIT,
+        "-vm-data-snapshots" + "x" * AUTONAME_SUFFIX,
+    ),
+    "the bundle bucket": (GCE_LIMIT, "-bundle-bucket" + "x" * AUTONAME_SUFFIX),
+    # Cloud Run service names: at most 49 characters.
+    "the Cloud Run service": (49, "-svc-run" + "x" * AUTONAME_SUFFIX),
+}
+# Cloud SQL: `<project>:<instance>` at most 98 characters.
+SQL_CONNECTION_LIMIT = 98
+SQL_TAIL = "-sql-pg" + "x" * AUTONAME_SUFFIX
+
+
+class NameTooLong(ValueError):
+    """A stack name that would make a GCP name longer than its limit."""
+
+
+def _limits(project: str) -> list[tuple[str, int, str]]:
+    limits = [(what, limit, tail) for what, (limit, tail) in NAME_TAILS.items()]
+    limits.append(("the Cloud SQL instance", SQL_CONNECTION_LIMIT - len(project) - 1, SQL_TAIL))
+    return limits
+
+
+def max_stack_length(project: str) -> int:
+    """The longest stack name (after slug()) whose every derived name fits its limit."""
+    return min(limit - len(tail) for _, limit, tail in _limits(project)) - len(PREFIX) - 1
+
+
+def check_stack_name(stack: str, project: str) -> None:
+    """Refuse, before any resource is declared, a stack whose names GCP would refuse."""
+    base = Namer(stack).base
+    for what, limit, tail in _limits(project):
+        if len(base) + len(tail) > limit:
+            raise NameTooLong(
+                f"stack {stack!r} makes names of {what} {len(base) + len(tail)} characters "
+                f"long, over GCP's {limit}; use a stack name of at most "
+                f"{max_stack_length(project)} characters (after lower-casing and replacing "
+                "other characters with -)"
+            )

@@ -108,6 +108,8 @@ class FakeCloud(Mocks):
         elif args.typ == "gcp:compute/disk:Disk":
             ident = f"projects/{self.project}/zones/{state.get('zone')}/disks/{name}"
             state["selfLink"] = f"{base}/zones/{state.get('zone')}/disks/{name}"
+        elif args.typ == "gcp:compute/instanceTemplate:InstanceTemplate":
+            state["selfLinkUnique"] = f"{base}/global/instanceTemplates/{name}?uniqueId=1234"
         elif args.typ == "gcp:compute/instance:Instance":
             nics = state.get("networkInterfaces") or [{}]
             nics[0] = {**nics[0], "networkIp": "10.42.0.2"}

@@ -37,26 +37,43 @@ def _get(data: Any, path: str, default: Any = None) -> Any:
     return current
 
 
-def _instance(i: dict[str, Any]) -> str:
+def _template(i: dict[str, Any]) -> str:
     s = i.get("scheduling", {})
     run = _get(s, "maxRunDuration.seconds")
+    disks = i.get("disks", [])
+    boot: dict[str, Any] = next((d for d in disks if d.get("boot")), {})
+    data = [d.get("deviceName") for d in disks if not d.get("boot")]
     parts = [
         i.get("machineType", ""),
-        i.get("zone", ""),
         s.get("provisioningModel", ""),
         f"restart={s.get('automaticRestart')}",
+        f"maintenance={s.get('onHostMaintenance')}",
     ]
     if s.get("instanceTerminationAction"):
         parts.append(f"on-end={s['instanceTerminationAction']}")
-    if run:
-        parts.append(f"maxRun={int(run) // 60}min")
-    parts.append(f"disk={_get(i, 'attachedDisks.0.deviceName')}")
+    parts.append(f"maxRun={int(run) // 60}min" if run else "maxRun=none")
+    parts.append(f"boot={boot.get('diskType')}")
+    parts.append(f"disks={','.join(str(d) for d in data)}")
     parts.append("shielded" if _get(i, "shieldedInstanceConfig.enableSecureBoot") else "UNSHIELDED")
     parts.append(f"oslogin={_get(i, 'metadata.enable-oslogin')}")
     parts.append(
         "external-ip" if _get(i, "networkInterfaces.0.accessConfigs") else "no-external-ip"
     )
     return " ".join(parts)
+
+
+def _group(i: dict[str, Any]) -> str:
+    stateful = ",".join(
+        f"{d.get('deviceName')}(delete={d.get('deleteRule')})" for d in i.get("statefulDisks", [])
+    )
+    heal = i.get("autoHealingPolicies", {})
+    update = i.get("updatePolicy", {})
+    return (
+        f"{i.get('zone')} size={i.get('targetSize')} stateful={stateful} "
+        f"autoheal-after={heal.get('initialDelaySec')}s "
+        f"update={update.get('type')}/{update.get('minimalAction')}/"
+        f"{update.get('replacementMethod')} surge={update.get('maxSurgeFixed')}"
+    )
 
 
 def _sql(i: dict[str, Any]) -> str:
@@ -116,7 +133,20 @@ def _firewall(i: dict[str, Any]) -> str:
 
 
 SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
-    "gcp:compute/instance:Instance": _instance,
+    "gcp:compute/instanceTemplate:InstanceTemplate": _template,
+    "gcp:compute/instanceGroupManager:InstanceGroupManager": _group,
+    "gcp:compute/healthCheck:HealthCheck": lambda i: (
+        f"tcp:{_get(i, 'tcpHealthCheck.port')} expects '{_get(i, 'tcpHealthCheck.response')}' "
+        f"every {i.get('checkIntervalSec')}s"
+    ),
+    "gcp:storage/bucket:Bucket": lambda i: (
+        f"{i.get('location')} uniformAccess={i.get('uniformBucketLevelAccess')} "
+        f"publicAccess={i.get('publicAccessPrevention')}"
+    ),
+    "gcp:storage/bucketObject:BucketObject": lambda i: f"{i.get('name')}",
+    "gcp:storage/bucketIAMMember:BucketIAMMember": lambda i: (
+        f"{i.get('role')} {i.get('member')}"
+    ),
     "gcp:compute/disk:Disk": lambda i: (
         f"{i.get('type')} {i.get('size')}GB {i.get('zone')} "
         f"snapshotBeforeDestroy={i.get('createSnapshotBeforeDestroy')}"
@@ -162,6 +192,8 @@ COMPONENT_ORDER = (
     "Network",
     "ServiceIdentity",
     "Database",
+    "BundleStore",
+    "AgentSecrets",
     "SpineVm",
     "CloudRunService",
 )

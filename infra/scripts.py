@@ -1,11 +1,14 @@
-"""Render the GCE startup and shutdown scripts from the shared Jinja2 templates.
+"""The VM's startup script and the role variables it hands to the Ansible roles.
 
-The templates live in `templates/` because Ansible renders the same files (agent.yaml) with
-the same variable names (docs/contracts.md); infra/ and ansible/ meet there and nowhere else.
+The startup script (templates/gce-startup.sh.j2) provisions every VM the instance group
+creates by running ansible/site.yml from the bundle, with the variables below; the
+`ansibleInventory` output gives an operator's run the very same variables (role_vars), so
+both paths configure a VM identically (docs/contracts.md).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,13 +21,16 @@ TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 DISK_DEVICE_NAME = "super-spine-disk"
 DISK_DEVICE = f"/dev/disk/by-id/google-{DISK_DEVICE_NAME}"
 MOUNT_POINT = "/data/super-spine"
-AGENT_BIN = "/opt/super-spine/venv/bin/spine-agent"
-AGENT_CONFIG = "/etc/super-spine/agent.yaml"
-DISK_LABEL = "super-spine"
-MOUNT_OPTIONS = "discard,defaults,nofail,x-systemd.device-timeout=10s"
 STOP_BUDGET = "25s"
-# GCE gives a Spot VM about 30 s between the preemption notice and power-off.
-FLUSH_TIMEOUT_S = 25
+# The port spine-health.socket listens on while the agent serves (role spine_agent).
+HEALTH_PORT = 8021
+# GCE's metadata server, by address: it needs no DNS.
+METADATA_URL = "http://169.254.169.254/computeMetadata/v1"
+# Metadata keys the startup script reads.
+BUNDLE_URL_KEY = "super-spine-bundle-url"
+BUNDLE_SHA_KEY = "super-spine-bundle-sha256"
+VARS_KEY = "super-spine-vars"
+SECRETS_KEY = "super-spine-protected-vars"
 
 
 def _environment() -> jinja2.Environment:
@@ -42,41 +48,36 @@ def render(template: str, variables: Mapping[str, Any]) -> str:
     return _environment().get_template(template).render(**variables)
 
 
-def agent_config(git_remote: str | None) -> str:
-    """agent.yaml for a VM; the remote is left out when it is a secret (metadata is not)."""
-    variables: dict[str, Any] = {
+def startup_script(metadata_url: str = METADATA_URL) -> str:
+    """The boot-time script; the lab renders it with its stand-in metadata server's URL."""
+    return render("gce-startup.sh.j2", {"spine_metadata_url": metadata_url})
+
+
+def role_vars(git_remote: str | None) -> dict[str, Any]:
+    """The roles' variables for a GCE VM (no secrets: those travel separately)."""
+    return {
+        "spine_disk_device": DISK_DEVICE,
+        "spine_mount_point": MOUNT_POINT,
         "spine_storage_path": MOUNT_POINT,
         "spine_stop_budget": STOP_BUDGET,
+        "spine_health_port": HEALTH_PORT,
+        "spine_git_remote": git_remote or "",
     }
-    if git_remote:
-        variables["spine_git_remote"] = git_remote
-    return render("agent.yaml.j2", variables)
 
 
-def startup_script(git_remote: str | None) -> str:
-    """Boot-time script: re-mount an existing data disk (never format) and start the agent."""
-    return render(
-        "gce-startup.sh.j2",
-        {
-            "spine_disk_device": DISK_DEVICE,
-            "spine_mount_point": MOUNT_POINT,
-            "spine_disk_label": DISK_LABEL,
-            "spine_mount_options": MOUNT_OPTIONS,
-            "spine_disk_wait_timeout": 60,
-            "spine_agent_bin": AGENT_BIN,
-            "spine_config_path": AGENT_CONFIG,
-            "spine_agent_yaml": agent_config(git_remote),
-        },
-    )
-
-
-def shutdown_script() -> str:
-    """Stop/preemption script: ask the agent to flush within GCE's ~30 s."""
-    return render(
-        "gce-shutdown.sh.j2",
-        {
-            "spine_flush_timeout": FLUSH_TIMEOUT_S,
-            "spine_agent_bin": AGENT_BIN,
-            "spine_config_path": AGENT_CONFIG,
-        },
-    )
+def vm_metadata(
+    *,
+    startup: str,
+    bundle_url: str,
+    bundle_sha256: str,
+    variables: Mapping[str, Any],
+    secret_urls: Mapping[str, str],
+) -> dict[str, str]:
+    """The metadata items the startup script reads (values only: never a secret itself)."""
+    return {
+        "startup-script": startup,
+        BUNDLE_URL_KEY: bundle_url,
+        BUNDLE_SHA_KEY: bundle_sha256,
+        VARS_KEY: json.dumps(dict(variables), sort_keys=True),
+        SECRETS_KEY: json.dumps(dict(secret_urls), sort_keys=True),
+    }

@@ -14,6 +14,10 @@ import pulumi
 
 from infra import inventory, scripts
 from infra.components import (
+    AgentSecrets,
+    AgentSecretsArgs,
+    BundleStore,
+    BundleStoreArgs,
     CloudRunService,
     CloudRunServiceArgs,
     Database,
@@ -27,9 +31,9 @@ from infra.components import (
     SpineVm,
     SpineVmArgs,
 )
-from infra.components.vm import CLOUD_PLATFORM_SCOPE, LOGGING_SCOPES
-from infra.config import StackConfig
-from infra.naming import Namer, slug
+from infra.components.vm import CLOUD_PLATFORM_SCOPE, LOGGING_SCOPES, STORAGE_READ_SCOPE
+from infra.config import ConfigError, StackConfig
+from infra.naming import Namer, NameTooLong, check_stack_name, slug
 
 Outputs = dict[str, Any]
 
@@ -40,7 +44,12 @@ APIS_BASE = (
     "iam.googleapis.com",
     "cloudresourcemanager.googleapis.com",
 )
-APIS_VM = ("iap.googleapis.com", "oslogin.googleapis.com")
+APIS_VM = (
+    "iap.googleapis.com",
+    "oslogin.googleapis.com",
+    "storage.googleapis.com",
+    "secretmanager.googleapis.com",
+)
 APIS_SQL = (
     "sqladmin.googleapis.com",
     "servicenetworking.googleapis.com",
@@ -66,7 +75,8 @@ def _apis(cfg: StackConfig, names: Namer) -> list[pulumi.Resource]:
         services += APIS_SQL
     if cfg.has_service:
         services += APIS_RUN
-    args = ProjectApisArgs(project=cfg.placement.project, services=services)
+    # Topologies share some APIs (Secret Manager): each one is enabled once.
+    args = ProjectApisArgs(project=cfg.placement.project, services=list(dict.fromkeys(services)))
     return [ProjectApis(names.logical("apis"), args)]
 
 
@@ -77,6 +87,7 @@ def _network(cfg: StackConfig, names: Namer, deps: list[pulumi.Resource]) -> Net
         ssh_source_ranges=cfg.access.ssh_source_ranges,
         with_vm=cfg.has_vm,
         with_private_services=cfg.has_database,
+        retain_on_delete=cfg.has_service,
         depends_on=deps,
     )
     return Network(names.logical("net"), args)
@@ -106,6 +117,8 @@ def _database(
     accessor: ServiceIdentity,
     stack: str,
     deps: list[pulumi.Resource],
+    *,
+    via_connector: bool,
 ) -> Database:
     assert net.private_services is not None
     args = DatabaseArgs(
@@ -117,11 +130,36 @@ def _database(
         secret_id=names.physical("db-password", max_len=255),
         labels=_labels(cfg, stack),
         deletion_protection=cfg.deletion_protection,
-        accessors=[accessor.member],
+        password_readers=[accessor.member],
+        connector_clients=[accessor.member] if via_connector else [],
         private_services=net.private_services,
         depends_on=deps,
     )
     return Database(names.logical("sql"), args)
+
+
+def _agent_secrets(
+    cfg: StackConfig, names: Namer, identity: ServiceIdentity, stack: str, deps: list[Any]
+) -> AgentSecrets | None:
+    """The role variables that must not sit in metadata, in Secret Manager."""
+    agent = cfg.agent
+    values: dict[str, tuple[str, str]] = {}
+    if agent.git_remote and agent.git_remote_is_secret:
+        values["spine_git_remote"] = (names.physical("git-remote", 255), agent.git_remote)
+    if agent.git_token:
+        values["spine_git_token"] = (names.physical("git-token", 255), agent.git_token)
+    if agent.git_ssh_key:
+        values["spine_git_ssh_key"] = (names.physical("git-ssh-key", 255), agent.git_ssh_key)
+    if not values:
+        return None
+    args = AgentSecretsArgs(
+        project=cfg.placement.project,
+        values=values,
+        accessor=identity.member,
+        labels=_labels(cfg, stack),
+        depends_on=deps,
+    )
+    return AgentSecrets(names.logical("agent-secrets"), args)
 
 
 def _vm(
@@ -130,10 +168,42 @@ def _vm(
     net: Network,
     identity: ServiceIdentity,
     stack: str,
-    scopes: tuple[str, ...],
     deps: list[pulumi.Resource],
 ) -> SpineVm:
-    remote = None if cfg.agent.git_remote_is_secret else cfg.agent.git_remote
+    """The self-healing VM, its bundle and its secrets (see components/vm.py)."""
+    assert cfg.agent.bundle is not None  # config requires it for VM topologies
+    store = BundleStore(
+        names.logical("bundle"),
+        BundleStoreArgs(
+            location=cfg.placement.region,
+            bundle=cfg.agent.bundle,
+            reader=identity.member,
+            labels=_labels(cfg, stack),
+            depends_on=deps,
+        ),
+    )
+    secrets = _agent_secrets(cfg, names, identity, stack, deps)
+    secret_urls: dict[str, pulumi.Output[str]] = secrets.access_urls if secrets else {}
+    plain_remote = None if cfg.agent.git_remote_is_secret else cfg.agent.git_remote
+    bundle_sha = cfg.agent.bundle.sha256
+    metadata = pulumi.Output.all(store.url, pulumi.Output.all(**secret_urls)).apply(
+        lambda values: scripts.vm_metadata(
+            startup=scripts.startup_script(),
+            bundle_url=values[0],
+            bundle_sha256=bundle_sha,
+            variables=scripts.role_vars(plain_remote),
+            secret_urls=values[1],
+        )
+    )
+    # Reading the bucket, writing logs; Secret Manager has no narrower scope than
+    # cloud-platform, so a VM gets it only when it has secrets to read (IAM then limits it
+    # to those secrets: one accessor binding each).
+    scopes: tuple[str, ...] = (*LOGGING_SCOPES, STORAGE_READ_SCOPE)
+    if secrets is not None or cfg.has_database:
+        scopes = (*scopes, CLOUD_PLATFORM_SCOPE)
+    waits: list[pulumi.Resource] = [*deps, store.object, store.reader]
+    if secrets is not None:
+        waits += secrets.versions
     args = SpineVmArgs(
         region=cfg.placement.region,
         zone=cfg.placement.zone,
@@ -144,16 +214,16 @@ def _vm(
         disk=cfg.disk,
         labels=_labels(cfg, stack),
         deletion_protection=cfg.deletion_protection,
-        startup_script=scripts.startup_script(remote),
-        shutdown_script=scripts.shutdown_script(),
-        depends_on=deps,
+        metadata=metadata,
+        instance_name=names.logical("vm"),
+        depends_on=waits,
     )
     return SpineVm(names.logical("vm"), args)
 
 
 def _inventory(cfg: StackConfig, vm: SpineVm, db: Database | None) -> pulumi.Output[str]:
     """YAML inventory; a secret output whenever it carries a secret (remote, token, key)."""
-    parts: list[pulumi.Input[Any]] = [vm.instance.name, vm.internal_ip, vm.external_ip or ""]
+    parts: list[pulumi.Input[Any]] = [vm.group.name]
     if db is not None:
         parts += [
             db.connection_name,
@@ -164,24 +234,21 @@ def _inventory(cfg: StackConfig, vm: SpineVm, db: Database | None) -> pulumi.Out
         ]
 
     def render(values: list[Any]) -> str:
-        name, internal_ip, external_ip = values[0], values[1], values[2]
         postgres = None
         if db is not None:
             postgres = {
-                "connection_name": values[3],
-                "host": values[4],
+                "connection_name": values[1],
+                "host": values[2],
                 "port": 5432,
-                "database": values[5],
-                "user": values[6],
-                "password_secret": values[7],
+                "database": values[3],
+                "user": values[4],
+                "password_secret": values[5],
                 "sslmode": "require",
             }
         host = inventory.HostSpec(
-            name=name,
+            group=values[0],
             project=cfg.placement.project,
             zone=cfg.placement.zone,
-            internal_ip=internal_ip,
-            external_ip=external_ip or None,
             ssh_user=cfg.vm.ssh_user or "",
             git_remote=cfg.agent.git_remote,
             git_token=cfg.agent.git_token,
@@ -195,19 +262,19 @@ def _inventory(cfg: StackConfig, vm: SpineVm, db: Database | None) -> pulumi.Out
 
 
 def _vm_outputs(cfg: StackConfig, vm: SpineVm, identity: ServiceIdentity) -> Outputs:
-    name = vm.instance.name
+    group = vm.group.name
+    project, zone = cfg.placement.project, cfg.placement.zone
     return {
-        "instanceName": name,
+        "instanceGroup": group,
         "zone": cfg.placement.zone,
-        "internalIp": vm.internal_ip,
-        "externalIp": vm.external_ip,
         "diskName": vm.disk.name,
         "snapshotPolicy": vm.snapshot_policy.name,
+        "healthCheck": vm.health_check.name,
         "vmServiceAccount": identity.email,
-        "sshCommand": name.apply(
-            lambda n: (
-                f"gcloud compute ssh {n} --zone={cfg.placement.zone} "
-                f"--project={cfg.placement.project} --tunnel-through-iap"
+        "sshCommand": group.apply(
+            lambda g: (
+                f'gcloud compute ssh "$({inventory.current_instance_command(g, project, zone)})" '
+                f"--zone={zone} --project={project} --tunnel-through-iap"
             )
         ),
     }
@@ -228,7 +295,7 @@ def build_cloudrun(cfg: StackConfig, names: Namer, stack: str) -> Outputs:
     apis = _apis(cfg, names)
     net = _network(cfg, names, apis)
     identity = _identity(cfg, names, "run", (), apis)
-    db = _database(cfg, names, net, identity, stack, apis)
+    db = _database(cfg, names, net, identity, stack, apis, via_connector=True)
     service = CloudRunService(
         names.logical("svc"),
         CloudRunServiceArgs(
@@ -259,7 +326,7 @@ def build_compute(cfg: StackConfig, names: Namer, stack: str) -> Outputs:
     apis = _apis(cfg, names)
     net = _network(cfg, names, apis)
     identity = _identity(cfg, names, "vm", VM_ROLES, apis)
-    vm = _vm(cfg, names, net, identity, stack, LOGGING_SCOPES, apis)
+    vm = _vm(cfg, names, net, identity, stack, apis)
     return {
         "topology": cfg.topology,
         "network": net.network.name,
@@ -272,8 +339,10 @@ def build_hybrid(cfg: StackConfig, names: Namer, stack: str) -> Outputs:
     apis = _apis(cfg, names)
     net = _network(cfg, names, apis)
     identity = _identity(cfg, names, "vm", VM_ROLES, apis)
-    db = _database(cfg, names, net, identity, stack, apis)
-    vm = _vm(cfg, names, net, identity, stack, (CLOUD_PLATFORM_SCOPE,), apis)
+    # The agent reaches PostgreSQL over private IP with a password: it reads the password
+    # from Secret Manager and needs no Cloud SQL client role (no connector, no proxy).
+    db = _database(cfg, names, net, identity, stack, apis, via_connector=False)
+    vm = _vm(cfg, names, net, identity, stack, apis)
     return {
         "topology": cfg.topology,
         "network": net.network.name,
@@ -292,4 +361,8 @@ BUILDERS: dict[str, Callable[[StackConfig, Namer, str], Outputs]] = {
 
 def build(cfg: StackConfig, stack: str) -> Outputs:
     """Declare the chosen topology's resources; return its stack outputs."""
+    try:
+        check_stack_name(stack, cfg.placement.project)
+    except NameTooLong as error:
+        raise ConfigError("stack", stack, str(error)) from None
     return BUILDERS[cfg.topology](cfg, Namer(stack), stack)

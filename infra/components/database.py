@@ -26,8 +26,12 @@ class DatabaseArgs:
     secret_id: str
     labels: Mapping[str, str]
     deletion_protection: bool
-    # IAM members (e.g. "serviceAccount:...") that may connect and read the password.
-    accessors: Sequence[pulumi.Input[str]] = field(default_factory=list)
+    # IAM members (e.g. "serviceAccount:...") that may read the password from Secret Manager.
+    password_readers: Sequence[pulumi.Input[str]] = field(default_factory=list)
+    # Members that connect through Cloud SQL's connectors (Cloud Run's socket volume), which
+    # need roles/cloudsql.client. Direct private-IP TCP with a password (the hybrid VM) does
+    # not: it is not listed here.
+    connector_clients: Sequence[pulumi.Input[str]] = field(default_factory=list)
     # The peering the instance's private IP comes from.
     private_services: pulumi.Resource | None = None
     # Resources every child waits for (the project's APIs): a component's own depends_on
@@ -71,7 +75,9 @@ class Database(pulumi.ComponentResource):
                     enabled=True,
                     start_time=sql.backup_start_time,
                     point_in_time_recovery_enabled=sql.point_in_time_recovery,
-                    transaction_log_retention_days=sql.pitr_days,
+                    transaction_log_retention_days=(
+                        sql.pitr_days if sql.point_in_time_recovery else None
+                    ),
                     backup_retention_settings=gcp.sql.DatabaseInstanceSettingsBackupConfigurationBackupRetentionSettingsArgs(
                         retained_backups=sql.backup_retention_count,
                         retention_unit="COUNT",
@@ -103,6 +109,10 @@ class Database(pulumi.ComponentResource):
                 protect=args.deletion_protection,
                 retain_on_delete=args.deletion_protection,
                 depends_on=[*args.depends_on, *filter(None, [args.private_services])],
+                # disk_autoresize grows the disk; without this a refresh sees the grown size
+                # differ from disk_size and the next update tries to REPLACE the instance
+                # (pulumi-gcp's docstring for disk_size). disk_size is the initial size only.
+                ignore_changes=["settings.diskSize"],
             ),
         )
         self.connection_name = self.instance.connection_name
@@ -165,7 +175,7 @@ class Database(pulumi.ComponentResource):
             )
         )
         self.grants: list[pulumi.CustomResource] = []
-        for index, member in enumerate(args.accessors):
+        for index, member in enumerate(args.connector_clients):
             self.grants.append(
                 gcp.projects.IAMMember(
                     f"{name}-client-{index}",
@@ -180,6 +190,7 @@ class Database(pulumi.ComponentResource):
                     opts=child,
                 )
             )
+        for index, member in enumerate(args.password_readers):
             self.grants.append(
                 gcp.secretmanager.SecretIamMember(
                     f"{name}-secret-reader-{index}",

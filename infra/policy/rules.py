@@ -21,9 +21,10 @@ from pulumi_policy import (
 )
 
 DATA_DEVICE_NAME = "super-spine-disk"
-DATA_DISK_TYPES = ("pd-ssd", "pd-balanced")
+DATA_DISK_TYPES = ("pd-ssd", "pd-balanced", "hyperdisk-balanced")
 INSTANCE = "gcp:compute/instance:Instance"
 INSTANCE_TEMPLATE = "gcp:compute/instanceTemplate:InstanceTemplate"
+GROUP = "gcp:compute/instanceGroupManager:InstanceGroupManager"
 DISK = "gcp:compute/disk:Disk"
 SQL_INSTANCE = "gcp:sql/databaseInstance:DatabaseInstance"
 FIREWALL = "gcp:compute/firewall:Firewall"
@@ -94,11 +95,42 @@ def validate_data_disk(args: ResourceValidationArgs, report: ReportViolation) ->
                 report(f"attached disk {disk.get('deviceName')} is set to auto-delete", None)
         if props.get("scratchDisks"):
             report("scratch (local SSD) disks lose their data when the VM stops", None)
+    elif args.resource_type == INSTANCE_TEMPLATE:
+        _validate_template_disks(props.get("disks") or [], report)
+    elif args.resource_type == GROUP:
+        stateful = {
+            _get(d, "deviceName"): _get(d, "deleteRule") for d in props.get("statefulDisks") or []
+        }
+        if stateful.get(DATA_DEVICE_NAME, "missing") not in ("NEVER", None):
+            report(
+                f"the group does not keep '{DATA_DEVICE_NAME}' as a stateful disk with "
+                "deleteRule NEVER: a recreated VM would lose it",
+                None,
+            )
+
+
+def _validate_template_disks(disks: list[Any], report: ReportViolation) -> None:
+    """In a template the data disk is an existing disk (`source`), never auto-deleted."""
+    data = [d for d in disks if _get(d, "deviceName") == DATA_DEVICE_NAME]
+    if any(_get(d, "boot") for d in data):
+        report(f"'{DATA_DEVICE_NAME}' is the boot disk, which is deleted with the VM", None)
+    if not [d for d in data if _get(d, "source") and _get(d, "autoDelete") is False]:
+        report(
+            f"the template attaches no existing disk named '{DATA_DEVICE_NAME}' with "
+            "autoDelete false; the data disk must be its own resource, so it outlives the VM",
+            None,
+        )
+    for disk in disks:
+        if _get(disk, "type") == "SCRATCH" or _get(disk, "diskType") == "local-ssd":
+            report("scratch (local SSD) disks lose their data when the VM stops", None)
 
 
 data_disk_durable = ResourceValidationPolicy(
     name="data-disk-durable",
-    description="The data disk is pd-ssd or pd-balanced, a separate resource never auto-deleted.",
+    description=(
+        "The data disk is pd-ssd, pd-balanced or hyperdisk-balanced, a separate resource never "
+        "auto-deleted, and stateful in the VM's instance group."
+    ),
     enforcement_level=EnforcementLevel.MANDATORY,
     validate=validate_data_disk,
 )

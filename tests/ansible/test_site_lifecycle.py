@@ -6,12 +6,16 @@ Boots are the expensive part under TCG, so the cases share them and run in this 
   8 --check on the configured VM: no changes
   3 the testinfra host checks pass
   4 records written, VM rebooted (boot 2), records still there
-  5 the VM replaced: new overlay, same disk (boot 3); site.yml again; records there, the disk
-    not reformatted (same UUID, marker file intact)
+  5 the VM replaced by GCE itself (a preemption with DELETE, a host failure, a MIG repair):
+    new overlay, same disk (boot 3), given ONLY the rendered startup script through a stand-in
+    metadata server (tests.lab.metadata, which also stands in for the bucket holding the
+    bundle and for Secret Manager holding the git remote). Nobody runs ansible-playbook from
+    this machine: the startup script runs site.yml from the bundle inside the VM. Records
+    there, the disk not reformatted (same UUID, marker file intact), the health port answers.
   9 the disk image was grown (tests.lab.grow_disk, as `gcloud compute disks resize`) while
-    the VM was down before case 5, so case 5's run is also case 9's re-run: the filesystem
-    grew, online, in that run. This saves a whole playbook run (minutes under TCG) and is the
-    way a resize usually meets the role: resize the disk, then replace or reboot the VM.
+    the VM was down before case 5, so case 5's in-VM run is also case 9's re-run: the
+    filesystem grew, online, in that run. This saves a whole playbook run (minutes under TCG)
+    and is the way a resize usually meets the role: resize the disk, then replace the VM.
 Each case asserts only what it claims; a case whose predecessor failed fails with that reason
 instead of asserting on a VM in an unknown state.
 """
@@ -27,6 +31,7 @@ from pathlib import Path
 
 import pytest
 
+from infra import bundle, scripts
 from tests.ansible.conftest import (
     PlaybookRun,
     boot,
@@ -35,6 +40,7 @@ from tests.ansible.conftest import (
     run_testinfra,
 )
 from tests.lab import LabGitRemote, LabVM, grow_disk, make_blank_disk, parse_size
+from tests.lab.metadata import LabMetadata
 
 pytestmark = pytest.mark.lab
 
@@ -61,6 +67,7 @@ class Lifecycle:
     passed: set[str] = field(default_factory=set)
     uuid: str = ""
     marker: str = ""
+    machine_id: str = ""
     size_before_grow: int = 0
     replacement_run: PlaybookRun | None = None
 
@@ -134,6 +141,7 @@ def test_01_fresh_vm_blank_disk_is_formatted_mounted_and_agent_runs(life: Lifecy
     assert life.sh(f"blkid -p -o value -s LABEL {DEVICE}") == "super-spine"
     assert life.sh("systemctl is-active spine-agent.service") == "active"
     life.uuid = life.sh(f"blkid -p -o value -s UUID {DEVICE}")
+    life.machine_id = life.sh("cat /etc/machine-id")
     life.marker = f"written after the first run, uuid {life.uuid}"
     # 0600 like everything else on the disk: the host checks refuse world-readable files there.
     life.sh(f"(umask 077; echo {shlex.quote(life.marker)} > {MARKER}) && sync")
@@ -181,23 +189,59 @@ def test_04_records_survive_a_reboot(life: Lifecycle) -> None:
     life.passed.add("4")
 
 
-def test_05_replaced_vm_finds_its_records_and_the_disk_is_not_reformatted(
-    life: Lifecycle,
+def wait_for_startup_script(life: Lifecycle, timeout: float = 3000) -> float:
+    """Seconds until the startup script reports success; fails on its FAILED line."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        journal = life.vm.ssh("journalctl -t super-spine-startup --no-pager -o cat",
+                              check=False).stdout
+        if "provisioned in" in journal or "FAILED" in journal:
+            assert "FAILED" not in journal, journal[-3000:]
+            return time.monotonic() - start
+        time.sleep(15)
+    pytest.fail(f"the startup script did not finish within {timeout:.0f} s")
+
+
+def test_05_replaced_vm_provisions_itself_from_its_startup_script(
+    life: Lifecycle, tmp_path: Path
 ) -> None:
     life.require("1", "4")
     life.size_before_grow = fs_size(life)
     life.vm.powerdown()
     grow_disk(life.disk, GROWN_SIZE)  # for case 9, see the module docstring
-    boot(life.vm, "replacement VM (new overlay, same disk)", fresh=True)
-    assert life.sh("test -e /opt/super-spine || echo new") == "new", "not a new VM"
+    built = bundle.build(tmp_path / "super-spine-bundle.tar")
+    with LabMetadata(objects={built.object_name: built.path},
+                     secret_values={"git-remote": life.remote.url}) as metadata:
+        # What the Pulumi program puts in the instance template, with the stand-in's URLs.
+        metadata.attributes.update(scripts.vm_metadata(
+            startup=scripts.startup_script(metadata.metadata_url),
+            bundle_url=metadata.object_url("lab-bucket", built.object_name),
+            bundle_sha256=built.sha256,
+            variables=scripts.role_vars(None),
+            secret_urls={"spine_git_remote": metadata.secret_url("git-remote")},
+        ))
+        life.vm.metadata_url = metadata.metadata_url
+        start = time.monotonic()
+        boot(life.vm, "replacement VM (new overlay, same disk, startup script only)", fresh=True)
+        assert life.sh("cat /etc/machine-id") != life.machine_id, "not a new VM"
+        wait_for_startup_script(life)
+        record_timing("self-healing: boot to agent serving, no ansible from here",
+                      time.monotonic() - start + wait_for_agent(life))
+        assert any(built.object_name in path for path in metadata.requests), metadata.requests
+    life.vm.metadata_url = None
 
-    run = life.replacement_run = life.playbook("5-replacement")
-    assert run.rc == 0, run.tail()
+    log = life.sh("cat /var/log/super-spine-bootstrap.log")
+    run = life.replacement_run = PlaybookRun(0, log, 0.0)
     assert not run.task_changed("Format the blank data disk"), "the disk was reformatted"
     assert life.sh(f"blkid -p -o value -s UUID {DEVICE}") == life.uuid
     assert life.sh(f"cat {MARKER}") == life.marker
-    wait_for_agent(life)
     assert_records(life)
+    config = life.sh("cat /etc/super-spine/agent.yaml")
+    assert f'remote: "{life.remote.url}"' in config, "the secret git remote did not arrive"
+    assert life.sh("ls /var/lib/super-spine-bootstrap") == "ansible\napplied\nbundle\nvars.json", (
+        "the secret variables outlived the run"
+    )
+    assert life.sh("nc -w 10 127.0.0.1 8021 </dev/null") == "healthy"
     life.passed.add("5")
 
 

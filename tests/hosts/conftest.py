@@ -21,7 +21,7 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "config_path": ("SPINE_CONFIG_PATH", "/etc/super-spine/agent.yaml"),
     "venv": ("SPINE_VENV", "/opt/super-spine/venv"),
     "unit": ("SPINE_UNIT", "spine-agent.service"),
-    "shutdown_hook": ("SPINE_SHUTDOWN_HOOK", "/usr/local/sbin/super-spine-shutdown"),
+    "health_port": ("SPINE_HEALTH_PORT", "8021"),
     "git_remote": ("SPINE_GIT_REMOTE", ""),
     "stop_budget_s": ("SPINE_STOP_BUDGET_S", "25"),
 }
@@ -49,7 +49,7 @@ class Spine:
     config_path: str
     venv: str
     unit: str
-    shutdown_hook: str
+    health_port: int
     git_remote: str
     stop_budget_s: float
 
@@ -78,8 +78,9 @@ def spine(request: pytest.FixtureRequest) -> Spine:
         given = request.config.getoption(f"spine_{name}", default=None)
         values[name] = given if given is not None else os.environ.get(env, default)
     return Spine(
-        **{k: v for k, v in values.items() if k != "stop_budget_s"},
+        **{k: v for k, v in values.items() if k not in ("stop_budget_s", "health_port")},
         stop_budget_s=float(values["stop_budget_s"]),
+        health_port=int(values["health_port"]),
     )
 
 

@@ -201,12 +201,19 @@ def test_unit_stops_within_the_preemption_window(host: Host, spine: Spine) -> No
     assert spine.stop_budget_s < timeout <= 30, "TimeoutStopSec: above the stop budget, within 30 s"
 
 
-def test_shutdown_hook_is_installed(host: Host, spine: Spine) -> None:
-    hook = host.file(spine.shutdown_hook)
-    assert hook.is_file and hook.mode & 0o111
-    assert "flush" in hook.content_string
-    unit = host.service("super-spine-shutdown.service")
-    assert unit.is_enabled
+def test_no_second_shutdown_flush_races_the_agents_own(host: Host) -> None:
+    """The agent flushes on SIGTERM; an extra flush unit would share GCE's 30 s with it."""
+    assert not host.file("/etc/systemd/system/super-spine-shutdown.service").exists
+    assert not host.file("/usr/local/sbin/super-spine-shutdown").exists
+
+
+def test_health_port_answers_while_the_agent_serves(host: Host, spine: Spine) -> None:
+    """What the instance group's TCP health check reads (spine-health.socket)."""
+    assert host.socket(f"tcp://{spine.health_port}").is_listening
+    answer = host.check_output(f"nc -w 10 127.0.0.1 {spine.health_port} </dev/null")
+    assert answer == "healthy"
+    props = show(host, "spine-health.socket", "BindsTo")
+    assert spine.unit in props["BindsTo"].split()
 
 
 # -- secrets --

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import functools
 import json
+import tarfile
+import tempfile
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pulumi_gcp as gcp
@@ -36,6 +39,25 @@ with warnings.catch_warnings():
         pulumi_random.RandomPassword,
     )
 
+
+
+def make_bundle_shaped_tar(path: Path) -> Path:
+    """A tar with a bundle's members (config checks them); the real bundle, whose build
+    downloads from PyPI, is built and booted by the lab test (tests/ansible, case 5)."""
+    with tarfile.open(path, "w") as tar:
+        for name, data in (
+            ("bundle.json", json.dumps({"agent_wheel": "x.whl", "ansible_core": "2.19.14"})),
+            ("wheelhouse.tar", ""),
+            ("ansible/site.yml", "- hosts: all\n"),
+        ):
+            source = path.parent / name.replace("/", "-")
+            source.write_text(data)
+            tar.add(source, arcname=name)
+    return path
+
+
+TEST_BUNDLE = make_bundle_shaped_tar(Path(tempfile.mkdtemp(prefix="ssk-bundle-")) / "b.tar")
+
 BASE_CONFIG: dict[str, object] = {
     "gcp:project": "acme-spine-1",
     "gcp:region": "europe-west1",
@@ -45,6 +67,7 @@ BASE_CONFIG: dict[str, object] = {
     f"{PROJECT_NAME}:serviceInvokers": ["group:spine-users@example.com"],
     f"{PROJECT_NAME}:gitRemote": "https://github.com/acme/spine-state.git",
     f"{PROJECT_NAME}:labels": {"team": "platform"},
+    f"{PROJECT_NAME}:agentBundle": str(TEST_BUNDLE),
 }
 
 

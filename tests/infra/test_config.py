@@ -16,7 +16,7 @@ from infra.config import (
     DictSource,
     load_config,
 )
-from tests.infra.conftest import config_of, stack_config
+from tests.infra.conftest import TEST_BUNDLE, config_of, stack_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,7 +27,8 @@ def test_defaults_for_compute() -> None:
     assert cfg.disk.type == "pd-ssd" and cfg.disk.size_gb == 50
     assert cfg.disk.snapshot_interval_hours == 24 and cfg.disk.snapshot_retention_days == 14
     assert cfg.vm.spot is False and cfg.vm.termination_action == "STOP"
-    assert cfg.vm.max_run_duration_s == 4 * 3600
+    assert cfg.vm.max_run_duration_s is None  # a standard VM is not stopped every 4 h
+    assert cfg.vm.boot_disk_type == "pd-balanced"
     assert cfg.access.ssh_source_ranges == (IAP_RANGE,)
     assert cfg.sql.version == "POSTGRES_16" and cfg.sql.point_in_time_recovery is True
     assert cfg.deletion_protection is True
@@ -49,6 +50,7 @@ def test_typed_values_are_parsed() -> None:
         sqlEdition="ENTERPRISE_PLUS",
         sqlTier="db-perf-optimized-N-2",
         sqlPitrDays="35",
+        sqlBackupRetentionCount="36",
         serviceIngress="all",
     )
     assert cfg.vm.spot is True and cfg.vm.termination_action == "DELETE"
@@ -175,6 +177,30 @@ ERRORS = {
     ),
     "labels-bad-key": ({"labels": {"Team": "x"}}, ["labels={'Team': 'x'}", "GCP label rules"]),
     "labels-not-object": ({"labels": ["team"]}, ["labels=['team']", "JSON object"]),
+    "subnet-too-small-for-cloud-run-egress": (
+        {"subnetCidr": "10.42.0.0/27"},
+        ["subnetCidr='10.42.0.0/27'", "/8 to /26", "Direct VPC egress"],
+    ),
+    "sql-pitr-not-below-retention": (
+        {"sqlPitrDays": "7", "sqlBackupRetentionCount": "7"},
+        ["sqlPitrDays=7", "fewer days than sqlBackupRetentionCount (7)"],
+    ),
+    "disk-type-not-for-n4": (
+        {"machineType": "n4-standard-2"},
+        ["diskType='pd-ssd'", "hyperdisk-balanced", "n4-standard-2"],
+    ),
+    "hyperdisk-on-e2": (
+        {"diskType": "hyperdisk-balanced"},
+        ["diskType='hyperdisk-balanced'", "pd-balanced, pd-ssd", "e2-standard-2"],
+    ),
+    "machine-family-unknown": (
+        {"machineType": "zz9-standard-2"},
+        ["machineType='zz9-standard-2'", "known family", "e2"],
+    ),
+    "bundle-missing": (
+        {"agentBundle": "/nonexistent/bundle.tar"},
+        ["agentBundle='/nonexistent/bundle.tar'", "does not exist", "make bundle"],
+    ),
     "subnet-public": (
         {"subnetCidr": "8.8.8.0/24"},
         ["subnetCidr='8.8.8.0/24'", "private IPv4 range"],
@@ -315,36 +341,44 @@ def test_config_error_carries_key_value_and_allowed() -> None:
     with pytest.raises(ConfigError) as caught:
         config_of("compute", diskType="pd-sdd")
     assert (caught.value.key, caught.value.value) == (f"{PROJECT_NAME}:diskType", "pd-sdd")
-    assert caught.value.allowed == "pd-ssd, pd-balanced"
+    assert caught.value.allowed == "pd-ssd, pd-balanced, hyperdisk-balanced"
 
 
-def _project_config() -> dict[str, dict[str, object]]:
-    return yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]
+def test_a_file_that_is_not_a_bundle_is_refused_in_one_line(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a tar")
+    message = _error(agentBundle=str(notes))
+    assert "agentBundle=" in message and "not a bundle tar" in message
+    assert "\n" not in message
 
 
-def test_pulumi_yaml_declares_exactly_the_validated_keys() -> None:
-    assert set(_project_config()) == set(DEFAULTS)
+def test_the_bundle_is_not_needed_without_a_vm() -> None:
+    assert config_of("cloudrun", agentBundle="/nonexistent.tar").agent.bundle is None
 
 
-def test_pulumi_yaml_defaults_match_config_module() -> None:
-    for key, spec in _project_config().items():
-        # The project schema has no object type, so `labels` ({}) is declared without a default.
-        expected = None if DEFAULTS[key] == {} else DEFAULTS[key]
-        assert spec.get("default") == expected, key
-        assert spec.get("description"), f"{key} has no description"
+def test_hyperdisk_families_get_a_hyperdisk_boot_disk() -> None:
+    cfg = config_of("compute", machineType="c4-standard-4", diskType="hyperdisk-balanced")
+    assert cfg.vm.boot_disk_type == "hyperdisk-balanced"
 
 
-def test_pulumi_yaml_runs_infra_with_python() -> None:
-    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
-    assert project["name"] == PROJECT_NAME
-    assert project["main"] == "infra/"
-    assert project["runtime"]["name"] == "python"
+def test_pitr_retention_is_not_checked_when_pitr_is_off() -> None:
+    cfg = config_of(
+        "hybrid", sqlPointInTimeRecovery="false", sqlPitrDays="7", sqlBackupRetentionCount="3"
+    )
+    assert cfg.sql.point_in_time_recovery is False
+
+
+def test_empty_strings_from_pulumi_yaml_defaults_mean_unset() -> None:
+    """Pulumi.yaml gives optional strings a "" default, which the CLI passes on."""
+    cfg = config_of("compute", zone="", gitRemote="", serviceImage="")
+    assert cfg.placement.zone == "europe-west1-b" and cfg.agent.git_remote is None
 
 
 @pytest.mark.parametrize("topology", ["cloudrun", "compute", "hybrid"])
 def test_example_stack_file_is_valid_for_every_topology(topology: str) -> None:
     config = yaml.safe_load((ROOT / "Pulumi.example.yaml").read_text())["config"]
     config[f"{PROJECT_NAME}:topology"] = topology
+    config[f"{PROJECT_NAME}:agentBundle"] = str(TEST_BUNDLE)  # `make bundle` builds the real one
     assert load_config(DictSource(config)).topology == topology
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -27,10 +28,9 @@ def listed(tmp_path_factory: pytest.TempPathFactory) -> dict:
         render_inventory(
             [
                 HostSpec(
-                    name="vm-with-key",
+                    group="group-with-key",
                     project="p-123456",
                     zone="z",
-                    internal_ip="10.0.0.2",
                     ssh_user="u",
                     git_ssh_key=SSH_KEY,
                 )
@@ -54,7 +54,7 @@ def listed(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def test_hybrid_inventory_output_is_accepted_by_ansible(listed: dict) -> None:
-    name = record("hybrid").outputs["instanceName"]
+    name = record("hybrid").outputs["instanceGroup"]
     assert name in listed["super_spine"]["hosts"]
     hv = listed["_meta"]["hostvars"][name]
     for var in (
@@ -72,14 +72,40 @@ def test_hybrid_inventory_output_is_accepted_by_ansible(listed: dict) -> None:
 
 
 def test_multi_line_ssh_key_survives_the_round_trip(listed: dict) -> None:
-    hv = listed["_meta"]["hostvars"]["vm-with-key"]
+    hv = listed["_meta"]["hostvars"]["group-with-key"]
     assert hv["spine_git_ssh_key"] == SSH_KEY
     assert hv["spine_git_remote"] == ""
 
 
 def test_proxy_command_quotes_what_it_interpolates() -> None:
-    args = iap_proxy_args("vm-1", "proj-1", "europe-west1-b")
-    assert args.startswith(
-        "-o ProxyCommand='gcloud compute start-iap-tunnel vm-1 %p --listen-on-stdin"
+    args = iap_proxy_args("group 1", "proj-1", "europe-west1-b")
+    assert "list-instances 'group 1' --project=proj-1 --zone=europe-west1-b" in args
+    assert "--project=proj-1 --zone=europe-west1-b --verbosity=warning" in args
+
+
+def _ssh_options(args: str) -> dict[str, str]:
+    """What OpenSSH makes of the options (ssh -G parses them and prints its config)."""
+    result = subprocess.run(
+        ["ssh", "-G", *shlex.split(args), "any-host"],
+        capture_output=True, text=True, check=False,
     )
-    assert "--project=proj-1 --zone=europe-west1-b" in args
+    assert result.returncode == 0, result.stderr
+    return dict(line.split(" ", 1) for line in result.stdout.splitlines() if " " in line)
+
+
+def test_ssh_accepts_the_options_and_pins_no_host_key() -> None:
+    """A recreated VM has new host keys: a pinned one (even accept-new) would refuse it."""
+    options = _ssh_options(iap_proxy_args("ssk-dev-vm-group-x", "proj-1", "europe-west1-b"))
+    assert options["stricthostkeychecking"] == "false"
+    assert options["userknownhostsfile"] == "/dev/null"
+    assert options["proxycommand"].startswith("gcloud compute start-iap-tunnel $(gcloud ")
+
+
+def test_the_proxy_command_is_valid_shell_that_finds_the_groups_vm() -> None:
+    """ssh runs ProxyCommand with the shell: the lookup of the current VM must parse."""
+    args = iap_proxy_args("ssk-dev-vm-group-x", "proj-1", "europe-west1-b")
+    command = _ssh_options(args)["proxycommand"].replace("%p", "22")
+    parsed = subprocess.run(["sh", "-n", "-c", command], capture_output=True, text=True,
+                            check=False)
+    assert parsed.returncode == 0, parsed.stderr
+    assert "--format='value(name)' --limit=1" in command

@@ -8,11 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from infra import plan
 from infra.config import PROJECT_NAME
 from infra.offline import run_offline
-from tests.infra.conftest import stack_config
+from tests.infra.conftest import TEST_BUNDLE, stack_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,7 +36,10 @@ ROOT = Path(__file__).resolve().parents[2]
                 "[SpineVm]",
                 "gcp:compute:Disk",
                 "protect,retainOnDelete",
-                "deleteBeforeReplace",
+                "stateful=super-spine-disk(delete=NEVER)",
+                "update=PROACTIVE/REPLACE/RECREATE surge=0",
+                "tcp:8021 expects 'healthy'",
+                "[BundleStore]",
                 "ansibleInventory:",
             ],
         ),
@@ -46,9 +50,14 @@ ROOT = Path(__file__).resolve().parents[2]
     ],
 )
 def test_plan_prints_each_topology(
-    topology: str, expected: list[str], capsys: pytest.CaptureFixture[str]
+    topology: str, expected: list[str], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    assert plan.main(["--topology", topology]) == 0
+    # The example stack file, with a bundle-shaped file instead of `make bundle`'s real one.
+    stack = yaml.safe_load(plan.EXAMPLE_STACK.read_text())
+    stack["config"][f"{PROJECT_NAME}:agentBundle"] = str(TEST_BUNDLE)
+    stack_file = tmp_path / "Pulumi.example.yaml"
+    stack_file.write_text(yaml.safe_dump(stack))
+    assert plan.main(["--topology", topology, "--stack-file", str(stack_file)]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"Offline plan for topology '{topology}'")
     for fragment in expected:
@@ -66,7 +75,8 @@ def test_plan_reports_bad_config_in_one_line(
     )
     assert plan.main(["--topology", "compute", "--stack-file", str(stack_file)]) == 2
     assert capsys.readouterr().err.strip() == (
-        "plan: config super-spine-kit:diskType='pd-sdd' is invalid; allowed: pd-ssd, pd-balanced"
+        "plan: config super-spine-kit:diskType='pd-sdd' is invalid; "
+        "allowed: pd-ssd, pd-balanced, hyperdisk-balanced"
     )
 
 
@@ -100,5 +110,7 @@ def test_entry_point_runs_as_pulumi_runs_it() -> None:
         sys.path[:] = saved_path
         sys.modules.update(saved_modules)
     assert recording.outputs["topology"] == "compute"
-    assert recording.one("gcp:compute/instance:Instance").name == "ssk-dev-vm-vm"
+    assert recording.one("gcp:compute/instanceTemplate:InstanceTemplate").name == (
+        "ssk-dev-vm-template"
+    )
     assert f"{PROJECT_NAME}-dev" in recording.resources[0].parent

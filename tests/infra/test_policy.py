@@ -195,6 +195,35 @@ def _bad_program() -> dict[str, object]:
         allows=[allow(protocol="tcp", ports=["22"])],
         source_ranges=["0.0.0.0/0"],
     )
+    # A template whose data disk would be created and deleted with each VM, and a group that
+    # does not keep it.
+    template = gcp.compute.InstanceTemplate(
+        "bad-template",
+        machine_type="e2-small",
+        disks=[
+            gcp.compute.InstanceTemplateDiskArgs(boot=True, source_image="debian-cloud/debian-12"),
+            gcp.compute.InstanceTemplateDiskArgs(
+                device_name="super-spine-disk", disk_size_gb=50, auto_delete=True
+            ),
+            gcp.compute.InstanceTemplateDiskArgs(type="SCRATCH", disk_type="local-ssd"),
+        ],
+        network_interfaces=[gcp.compute.InstanceTemplateNetworkInterfaceArgs(network="default")],
+        service_account=gcp.compute.InstanceTemplateServiceAccountArgs(
+            email="vm@acme-spine-1.iam.gserviceaccount.com", scopes=["cloud-platform"]
+        ),
+    )
+    gcp.compute.InstanceGroupManager(
+        "bad-group",
+        zone="europe-west1-b",
+        base_instance_name="bad",
+        target_size=1,
+        versions=[gcp.compute.InstanceGroupManagerVersionArgs(instance_template=template.id)],
+        stateful_disks=[
+            gcp.compute.InstanceGroupManagerStatefulDiskArgs(
+                device_name="super-spine-disk", delete_rule="ON_PERMANENT_INSTANCE_DELETION"
+            )
+        ],
+    )
     env = gcp.cloudrunv2.ServiceTemplateContainerEnvArgs
     gcp.cloudrunv2.Service(
         "bad-run",
@@ -226,10 +255,22 @@ NO_DATA_DISK = (
     "the VM attaches no separate disk named 'super-spine-disk'; the data disk must be its own "
     "resource in attachedDisks, so it outlives the VM"
 )
+TYPES = "pd-ssd, pd-balanced, hyperdisk-balanced"
 BAD = {
     "data-disk-durable": {
-        ("bad-disk", "data disk type is pd-standard; use one of pd-ssd, pd-balanced"),
-        ("untyped-disk", "data disk type is pd-standard; use one of pd-ssd, pd-balanced"),
+        ("bad-disk", f"data disk type is pd-standard; use one of {TYPES}"),
+        ("untyped-disk", f"data disk type is pd-standard; use one of {TYPES}"),
+        (
+            "bad-template",
+            "the template attaches no existing disk named 'super-spine-disk' with autoDelete "
+            "false; the data disk must be its own resource, so it outlives the VM",
+        ),
+        ("bad-template", "scratch (local SSD) disks lose their data when the VM stops"),
+        (
+            "bad-group",
+            "the group does not keep 'super-spine-disk' as a stateful disk with deleteRule "
+            "NEVER: a recreated VM would lose it",
+        ),
         ("bad-vm", "'super-spine-disk' is the boot disk, which is deleted with the VM"),
         ("bad-vm", NO_DATA_DISK),
         ("bad-vm-no-sa", NO_DATA_DISK),

@@ -1,130 +1,135 @@
-"""The GCE startup/shutdown scripts, rendered from templates/, pass shellcheck and behave."""
+"""The GCE startup script, rendered from templates/: shellcheck-clean, and its refusals, run on
+this machine against the lab's stand-in metadata server (tests/lab/metadata.py). Its happy
+path runs the roles, so it is proven on the lab VM (tests/ansible, case 5), not here.
+"""
 
 from __future__ import annotations
 
 import os
-import re
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
+import jinja2
 import pytest
-import yaml
 
-from infra import scripts
+from infra import bundle, scripts
+from tests.infra.conftest import make_bundle_shaped_tar
+from tests.lab.metadata import LabMetadata
 
 SHELLCHECK = "/usr/bin/shellcheck"  # Debian's package; scripts/setup.sh installs it
 
-RENDERED = {
-    "startup-with-remote": lambda: scripts.startup_script("https://github.com/acme/state.git"),
-    "startup-without-remote": lambda: scripts.startup_script(None),
-    "shutdown": scripts.shutdown_script,
-}
 
-
-@pytest.mark.parametrize("name", RENDERED)
-def test_rendered_script_passes_shellcheck(name: str, tmp_path: Path) -> None:
-    script = tmp_path / f"{name}.sh"
-    script.write_text(RENDERED[name]())
+@pytest.mark.parametrize(
+    "url", [scripts.METADATA_URL, "http://10.0.2.2:8080/computeMetadata/v1"]
+)
+def test_rendered_startup_script_passes_shellcheck(url: str, tmp_path: Path) -> None:
+    script = tmp_path / "startup.sh"
+    script.write_text(scripts.startup_script(url))
     result = subprocess.run(
         [SHELLCHECK, "--shell=bash", "--severity=style", str(script)],
-        capture_output=True,
-        text=True,
-        check=False,
+        capture_output=True, text=True, check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def _agent_yaml(startup: str) -> dict:
-    match = re.search(r"<<'SUPER_SPINE_AGENT_YAML'\n(.*?)SUPER_SPINE_AGENT_YAML\n", startup, re.S)
-    assert match, "the startup script embeds agent.yaml in a quoted heredoc"
-    return yaml.safe_load(match.group(1))
+def test_startup_script_reaches_the_metadata_server_without_dns() -> None:
+    assert "metadata=http://169.254.169.254/computeMetadata/v1" in scripts.startup_script()
 
 
-def test_startup_embeds_the_agent_config_from_the_shared_template() -> None:
-    config = _agent_yaml(scripts.startup_script("https://github.com/acme/state.git"))
-    assert config["storage_path"] == "/data/super-spine"
-    assert config["stop_budget"] == "25s"
-    assert config["git"]["remote"] == "https://github.com/acme/state.git"
-    assert "remote" not in _agent_yaml(scripts.startup_script(None))["git"]
+def test_startup_script_installs_nothing_itself_but_runs_the_roles() -> None:
+    startup = scripts.startup_script()
+    assert "ansible-playbook\" site.yml -c local -i localhost," in startup
+    assert "mkfs" not in startup and "systemctl" not in startup and "apt-get" not in startup
+    assert "--no-index" in startup  # ansible-core from the bundle's wheels only
 
 
-def test_startup_never_formats_and_uses_the_contract_paths() -> None:
-    startup = scripts.startup_script(None)
-    assert "mkfs" not in startup and "wipefs" not in startup
-    assert "device=/dev/disk/by-id/google-super-spine-disk" in startup
-    assert "mount_point=/data/super-spine" in startup
-    assert "agent=/opt/super-spine/venv/bin/spine-agent" in startup
+@pytest.fixture
+def bundle_file(tmp_path: Path) -> bundle.Bundle:
+    """A file shaped like a bundle (the startup script must refuse it before running it)."""
+    return bundle.inspect(make_bundle_shaped_tar(tmp_path / "bundle.tar"))
 
 
-def test_shutdown_asks_the_agent_to_flush_within_gces_budget() -> None:
-    shutdown = scripts.shutdown_script()
-    assert 'timeout 25 "$agent" flush --config "$config"' in shutdown
-    assert "config=/etc/super-spine/agent.yaml" in shutdown
+@pytest.fixture
+def metadata(bundle_file: bundle.Bundle) -> Iterator[LabMetadata]:
+    with LabMetadata(objects={bundle_file.object_name: bundle_file.path},
+                     address="127.0.0.1") as server:
+        server.attributes.update(scripts.vm_metadata(
+            startup="",
+            bundle_url=server.object_url("bucket", bundle_file.object_name),
+            bundle_sha256=bundle_file.sha256,
+            variables=scripts.role_vars(None),
+            secret_urls={},
+        ))
+        yield server
 
 
-def _run(script: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    path = tmp_path / "script.sh"
+def run_startup(metadata: LabMetadata, state: Path) -> subprocess.CompletedProcess[str]:
+    script = scripts.render("gce-startup.sh.j2", {
+        "spine_metadata_url": metadata.metadata_url,
+        "spine_bootstrap_dir": str(state),
+        "spine_bootstrap_log": str(state.parent / "bootstrap.log"),
+        "spine_fetch_attempts": 2,
+    })
+    path = state.parent / "startup.sh"
     path.write_text(script)
-    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
-    # A stand-in `logger`: the real one may be absent in containers; output goes to stdout.
-    (tmp_path / "logger").write_text(
-        '#!/bin/sh\nshift 2; [ "$1" = "--" ] && shift; echo "logger: $*"\n'
-    )
-    (tmp_path / "logger").chmod(0o755)
-    return subprocess.run(["bash", str(path)], capture_output=True, text=True, env=env, check=False)
+    return subprocess.run(["bash", str(path)], capture_output=True, text=True, check=False,
+                          env={**os.environ, "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"},
+                          timeout=120)
 
 
-def test_startup_gives_up_quietly_when_the_disk_is_missing(tmp_path: Path) -> None:
-    script = scripts.render(
-        "gce-startup.sh.j2",
-        {
-            "spine_disk_device": str(tmp_path / "no-such-disk"),
-            "spine_mount_point": str(tmp_path / "mnt"),
-            "spine_disk_label": "super-spine",
-            "spine_mount_options": "defaults",
-            "spine_disk_wait_timeout": 0,
-            "spine_agent_bin": str(tmp_path / "spine-agent"),
-            "spine_config_path": str(tmp_path / "agent.yaml"),
-            "spine_agent_yaml": "storage_path: /x\n",
-        },
-    )
-    result = _run(script, tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert "did not appear within 0s; nothing to mount" in result.stdout
+def test_a_bundle_with_another_digest_is_refused_and_nothing_runs(
+    metadata: LabMetadata, tmp_path: Path
+) -> None:
+    metadata.attributes[scripts.BUNDLE_SHA_KEY] = "0" * 64
+    result = run_startup(metadata, tmp_path / "state")
+    assert result.returncode == 1
+    assert "the bundle's digest is not " + "0" * 64 + "; refusing to run it" in result.stdout
+    assert not (tmp_path / "state" / "bundle").exists()
+    assert not (tmp_path / "bootstrap.log").exists()
 
 
-def test_shutdown_without_an_agent_exits_cleanly(tmp_path: Path) -> None:
-    script = scripts.render(
-        "gce-shutdown.sh.j2",
-        {
-            "spine_agent_bin": str(tmp_path / "absent"),
-            "spine_config_path": "/x",
-            "spine_flush_timeout": 1,
-        },
-    )
-    result = _run(script, tmp_path)
-    assert result.returncode == 0 and "nothing to flush" in result.stdout
+def test_missing_metadata_stops_with_one_line(metadata: LabMetadata, tmp_path: Path) -> None:
+    del metadata.attributes[scripts.BUNDLE_URL_KEY]
+    result = run_startup(metadata, tmp_path / "state")
+    assert result.returncode == 1
+    assert "FAILED: no super-spine-bundle-url in the metadata" in result.stdout
 
 
-def test_shutdown_runs_flush_with_the_config(tmp_path: Path) -> None:
-    agent = tmp_path / "spine-agent"
-    agent.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/called\n')
-    agent.chmod(0o755)
-    script = scripts.render(
-        "gce-shutdown.sh.j2",
-        {
-            "spine_agent_bin": str(agent),
-            "spine_config_path": "/etc/x.yaml",
-            "spine_flush_timeout": 5,
-        },
-    )
-    result = _run(script, tmp_path)
-    assert result.returncode == 0 and "flushed before shutdown" in result.stdout
-    assert (tmp_path / "called").read_text().strip() == "flush --config /etc/x.yaml"
+def test_a_malformed_digest_is_refused_before_any_download(
+    metadata: LabMetadata, tmp_path: Path
+) -> None:
+    metadata.attributes[scripts.BUNDLE_SHA_KEY] = "not-a-digest"
+    result = run_startup(metadata, tmp_path / "state")
+    assert result.returncode == 1 and "is not a sha256 digest" in result.stdout
+    assert not any("/storage/" in path for path in metadata.requests)
+
+
+def test_an_already_provisioned_vm_does_nothing_at_boot(
+    metadata: LabMetadata, tmp_path: Path
+) -> None:
+    """A reboot of the same VM: same bundle, same variables -> no download, no playbook."""
+    state = tmp_path / "state"
+    state.mkdir()
+    attrs = metadata.attributes
+    wanted = subprocess.run(
+        ["sha256sum"], input=f"{attrs[scripts.BUNDLE_SHA_KEY]}\n{attrs[scripts.VARS_KEY]}\n"
+        f"{attrs[scripts.SECRETS_KEY]}\n", capture_output=True, text=True, check=True,
+    ).stdout.split()[0]
+    (state / "applied").write_text(wanted + "\n")
+    result = run_startup(metadata, state)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "already provisioned" in result.stdout
+    assert not any("/storage/" in path for path in metadata.requests)
+
+
+def test_the_metadata_stand_in_wants_the_flavor_header_and_the_token(
+    metadata: LabMetadata,
+) -> None:
+    assert metadata.answer("/computeMetadata/v1/instance/attributes/super-spine-vars", {})[0] == 403
+    assert metadata.answer("/storage/v1/b/bucket/o/x?alt=media", {})[0] == 401
 
 
 def test_unknown_template_variables_are_errors() -> None:
-    import jinja2
-
     with pytest.raises(jinja2.UndefinedError):
         scripts.render("gce-startup.sh.j2", {})

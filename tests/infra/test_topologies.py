@@ -12,7 +12,13 @@ from infra.config import IAP_RANGE, PROJECT_NAME
 from infra.offline import Recording
 from tests.infra.conftest import COMPUTE_VARIANT, SECRET_KEYS, SECRET_VARIANT, find, record
 
-INSTANCE = "gcp:compute/instance:Instance"
+TEMPLATE = "gcp:compute/instanceTemplate:InstanceTemplate"
+GROUP = "gcp:compute/instanceGroupManager:InstanceGroupManager"
+HEALTH = "gcp:compute/healthCheck:HealthCheck"
+BUCKET = "gcp:storage/bucket:Bucket"
+OBJECT = "gcp:storage/bucketObject:BucketObject"
+BUCKET_IAM = "gcp:storage/bucketIAMMember:BucketIAMMember"
+CONNECTION = "gcp:servicenetworking/connection:Connection"
 DISK = "gcp:compute/disk:Disk"
 SQL = "gcp:sql/databaseInstance:DatabaseInstance"
 RUN = "gcp:cloudrunv2/service:Service"
@@ -53,7 +59,12 @@ EXPECTED_TYPES = {
         DISK,
         "gcp:compute/resourcePolicy:ResourcePolicy",
         "gcp:compute/diskResourcePolicyAttachment:DiskResourcePolicyAttachment",
-        INSTANCE,
+        TEMPLATE,
+        GROUP,
+        HEALTH,
+        BUCKET,
+        OBJECT,
+        BUCKET_IAM,
         "gcp:projects/service:Service",
     },
 }
@@ -63,16 +74,16 @@ EXPECTED_TYPES["hybrid"] = (EXPECTED_TYPES["compute"] | EXPECTED_TYPES["cloudrun
 }
 EXPECTED_COMPONENTS = {
     "cloudrun": {"ProjectApis", "Network", "ServiceIdentity", "Database", "CloudRunService"},
-    "compute": {"ProjectApis", "Network", "ServiceIdentity", "SpineVm"},
-    "hybrid": {"ProjectApis", "Network", "ServiceIdentity", "Database", "SpineVm"},
+    "compute": {"ProjectApis", "Network", "ServiceIdentity", "BundleStore", "SpineVm"},
+    "hybrid": {"ProjectApis", "Network", "ServiceIdentity", "Database", "BundleStore", "SpineVm"},
 }
 EXPECTED_OUTPUTS = {
     "cloudrun": {"serviceUrl", "sqlConnectionName", "sqlInstanceName", "sqlPrivateIp"},
-    "compute": {"instanceName", "zone", "internalIp", "diskName", "ansibleInventory"},
+    "compute": {"instanceGroup", "zone", "healthCheck", "diskName", "ansibleInventory"},
     "hybrid": {
-        "instanceName",
+        "instanceGroup",
         "zone",
-        "internalIp",
+        "healthCheck",
         "diskName",
         "ansibleInventory",
         "sqlConnectionName",
@@ -161,7 +172,7 @@ def test_every_resource_waits_for_the_project_apis(any_topology: tuple[str, Reco
 
 def test_labels_mark_owner_and_stack(any_topology: tuple[str, Recording]) -> None:
     _, recording = any_topology
-    for resource in recording.of_type(DISK) + recording.of_type(INSTANCE):
+    for resource in recording.of_type(DISK) + recording.of_type(TEMPLATE):
         assert resource.inputs["labels"]["managed-by"] == "super-spine-kit"
         assert resource.inputs["labels"]["team"] == "platform"
         assert resource.inputs["labels"]["super-spine-stack"] == "dev"
@@ -185,16 +196,23 @@ def test_network_is_custom_mode_with_private_google_access(
 
 
 def test_ssh_is_open_only_to_iap_by_default() -> None:
-    rules = record("compute").of_type(FIREWALL)
-    assert len(rules) == 1
-    rule = rules[0].inputs
+    recording = record("compute")
+    assert len(recording.of_type(FIREWALL)) == 2
+    rule = find(recording, FIREWALL, "allow-ssh").inputs
     assert rule["sourceRanges"] == [IAP_RANGE]
     assert rule["allows"] == [{"protocol": "tcp", "ports": ["22"]}]
-    assert rule["targetTags"] == ["super-spine-ssh"]
+    assert rule["targetTags"] == ["super-spine-vm"]
+
+
+def test_only_googles_health_checkers_reach_the_health_port() -> None:
+    rule = find(record("compute"), FIREWALL, "allow-health").inputs
+    assert sorted(rule["sourceRanges"]) == ["130.211.0.0/22", "35.191.0.0/16"]
+    assert rule["allows"] == [{"protocol": "tcp", "ports": [str(scripts.HEALTH_PORT)]}]
+    assert rule["targetTags"] == ["super-spine-vm"]
 
 
 def test_ssh_ranges_come_from_config() -> None:
-    rule = record("compute", **COMPUTE_VARIANT).one(FIREWALL).inputs
+    rule = find(record("compute", **COMPUTE_VARIANT), FIREWALL, "allow-ssh").inputs
     assert rule["sourceRanges"] == ["198.51.100.0/24"]
 
 
@@ -207,7 +225,7 @@ def test_no_ssh_or_nat_without_a_vm() -> None:
 
 def test_private_service_access_for_cloud_sql(any_topology: tuple[str, Recording]) -> None:
     topology, recording = any_topology
-    connections = recording.of_type("gcp:servicenetworking/connection:Connection")
+    connections = recording.of_type(CONNECTION)
     if topology == "compute":
         assert not connections
         return
@@ -217,6 +235,21 @@ def test_private_service_access_for_cloud_sql(any_topology: tuple[str, Recording
     sql = recording.one(SQL)
     assert connections[0].urn in sql.dependencies
 
+
+def test_destroy_removes_the_private_services_peering(any_topology: tuple[str, Recording]) -> None:
+    """ABANDON would leave the peering, which then blocks deleting the network (issue 10, 4)."""
+    _, recording = any_topology
+    for connection in recording.of_type(CONNECTION):
+        assert connection.inputs.get("deletionPolicy", "DELETE") == "DELETE"
+        assert not connection.retain_on_delete
+
+
+def test_cloud_run_stacks_keep_subnet_and_network_on_destroy() -> None:
+    """Direct VPC egress holds subnet addresses for a while after the service is deleted."""
+    recording = record("cloudrun")
+    for type_ in ("gcp:compute/subnetwork:Subnetwork", "gcp:compute/network:Network"):
+        assert recording.one(type_).retain_on_delete, type_
+    assert not record("hybrid").one("gcp:compute/subnetwork:Subnetwork").retain_on_delete
 
 # --- Service accounts ---------------------------------------------------------------------
 
@@ -275,6 +308,9 @@ def test_sql_is_private_encrypted_backed_up_and_protected(topology: str) -> None
     backup = settings["backupConfiguration"]
     assert backup["enabled"] is True and backup["pointInTimeRecoveryEnabled"] is True
     assert backup["transactionLogRetentionDays"] == 7
+    # autoresize grows the disk: diskSize is ignored after creation, or an update would
+    # try to replace the instance after a refresh (issue 10, defect 3)
+    assert settings["diskAutoresize"] is True and "settings.diskSize" in sql.ignore_changes
     assert backup["backupRetentionSettings"] == {"retainedBackups": 14, "retentionUnit": "COUNT"}
     assert settings["retainBackupsOnDelete"] is True
     assert settings["availabilityType"] == "REGIONAL" and settings["edition"] == "ENTERPRISE"
@@ -375,16 +411,54 @@ def test_data_disk_is_separate_protected_and_attached_by_device_name(topology: s
     assert disk.inputs["zone"] == "europe-west1-c"
     assert disk.protect and disk.retain_on_delete
     assert disk.inputs["createSnapshotBeforeDestroy"] is True
-    vm = recording.one(INSTANCE)
-    (attached,) = vm.inputs["attachedDisks"]
-    assert attached["deviceName"] == "super-spine-disk" and attached["mode"] == "READ_WRITE"
-    # The disk's own self link (the mock's URL form): the VM attaches the separate resource.
-    assert attached["source"].endswith(
-        f"/zones/europe-west1-c/disks/{recording.outputs['diskName']}"
+    boot, data = recording.one(TEMPLATE).inputs["disks"]
+    assert boot["boot"] is True and boot["autoDelete"] is True  # the boot disk only
+    assert data["deviceName"] == "super-spine-disk" and data["mode"] == "READ_WRITE"
+    assert data["source"] == recording.outputs["diskName"]  # the separate resource, by name
+    assert data["autoDelete"] is False
+
+
+@pytest.mark.parametrize("topology", ["compute", "hybrid"])
+def test_the_group_keeps_one_vm_with_the_stateful_disk_and_heals_it(topology: str) -> None:
+    recording = record(topology)
+    group = recording.one(GROUP).inputs
+    assert group["targetSize"] == 1 and group["zone"] == "europe-west1-c"
+    assert group["statefulDisks"] == [{"deviceName": "super-spine-disk", "deleteRule": "NEVER"}]
+    template = recording.one(TEMPLATE).name
+    assert f"/global/instanceTemplates/{template}-" in group["versions"][0]["instanceTemplate"]
+    health = recording.outputs["healthCheck"]
+    assert group["autoHealingPolicies"]["healthCheck"].endswith(f"/healthchecks/{health}")
+    assert group["autoHealingPolicies"]["initialDelaySec"] >= 600
+    assert group["instanceLifecyclePolicy"] == {
+        "defaultActionOnFailure": "REPAIR",
+        "forceUpdateOnRepair": "YES",
+    }
+    update = group["updatePolicy"]
+    # One read-write disk: replace in place, never a second VM at once.
+    assert (update["replacementMethod"], update["maxSurgeFixed"]) == ("RECREATE", 0)
+    assert update["minimalAction"] == "REPLACE" and update["maxUnavailableFixed"] == 1
+    assert group["baseInstanceName"] == "ssk-dev-vm"
+
+
+def test_health_check_reads_the_agents_health_port() -> None:
+    check = record("compute").one(HEALTH).inputs
+    assert check["tcpHealthCheck"] == {"port": scripts.HEALTH_PORT, "response": "healthy"}
+
+
+def test_bundle_is_private_and_readable_by_the_vm_only() -> None:
+    recording = record("compute")
+    bucket = recording.one(BUCKET).inputs
+    assert bucket["uniformBucketLevelAccess"] is True
+    assert bucket["publicAccessPrevention"] == "enforced"
+    obj = recording.one(OBJECT).inputs
+    assert obj["name"].startswith("super-spine-bundle-") and obj["name"].endswith(".tar")
+    (reader,) = recording.of_type(BUCKET_IAM)
+    assert reader.inputs["role"] == "roles/storage.objectViewer"
+    assert reader.inputs["member"] == (
+        "serviceAccount:ssk-dev-vm@acme-spine-1.iam.gserviceaccount.com"
     )
-    assert "autoDelete" not in attached  # attached disks are never auto-deleted by GCE here
-    assert vm.inputs["bootDisk"]["autoDelete"] is True  # the boot disk only
-    assert vm.delete_before_replace
+    group = recording.one(GROUP)
+    assert {recording.one(OBJECT).urn, reader.urn} <= set(group.dependencies)
 
 
 def test_disk_type_and_size_follow_config() -> None:
@@ -416,7 +490,7 @@ def test_hourly_snapshots() -> None:
 
 
 def test_vm_is_shielded_with_os_login_and_its_own_service_account() -> None:
-    vm = record("compute").one(INSTANCE).inputs
+    vm = record("compute").one(TEMPLATE).inputs
     assert vm["shieldedInstanceConfig"] == {
         "enableSecureBoot": True,
         "enableVtpm": True,
@@ -426,48 +500,68 @@ def test_vm_is_shielded_with_os_login_and_its_own_service_account() -> None:
     assert vm["metadata"]["block-project-ssh-keys"] == "TRUE"
     assert vm["serviceAccount"]["email"] == "ssk-dev-vm@acme-spine-1.iam.gserviceaccount.com"
     assert "https://www.googleapis.com/auth/cloud-platform" not in vm["serviceAccount"]["scopes"]
+    assert "https://www.googleapis.com/auth/devstorage.read_only" in vm["serviceAccount"]["scopes"]
     assert "accessConfigs" not in vm["networkInterfaces"][0]
-    assert vm["tags"] == ["super-spine-ssh"]
-    assert (
-        vm["bootDisk"]["initializeParams"]["image"]
-        == "projects/debian-cloud/global/images/family/debian-12"
-    )
+    assert vm["tags"] == ["super-spine-vm"]
+    boot = vm["disks"][0]
+    assert boot["sourceImage"] == "projects/debian-cloud/global/images/family/debian-12"
+    assert boot["diskType"] == "pd-balanced"
 
 
-def test_vm_scripts_are_the_rendered_templates() -> None:
-    metadata = record("compute").one(INSTANCE).inputs["metadata"]
-    assert metadata["startup-script"] == scripts.startup_script(
-        "https://github.com/acme/spine-state.git"
-    )
-    assert metadata["shutdown-script"] == scripts.shutdown_script()
-    assert (
-        "spine-agent flush" in metadata["shutdown-script"]
-        or '"$agent" flush' in metadata["shutdown-script"]
-    )
+def _metadata(recording: Recording) -> dict:
+    return recording.one(TEMPLATE).inputs["metadata"]
 
 
-def test_secret_git_remote_stays_out_of_metadata() -> None:
+def test_vm_metadata_is_the_startup_script_and_what_it_reads() -> None:
+    recording = record("compute")
+    metadata = _metadata(recording)
+    assert metadata["startup-script"] == scripts.startup_script()
+    obj = recording.one(OBJECT).inputs["name"]
+    assert metadata[scripts.BUNDLE_URL_KEY].endswith(f"/o/{obj}?alt=media")
+    assert obj == f"super-spine-bundle-{metadata[scripts.BUNDLE_SHA_KEY][:16]}.tar"
+    variables = json.loads(metadata[scripts.VARS_KEY])
+    assert variables == scripts.role_vars("https://github.com/acme/spine-state.git")
+    assert json.loads(metadata[scripts.SECRETS_KEY]) == {}
+
+
+def test_no_shutdown_script_races_the_agents_own_flush() -> None:
+    """The agent flushes on SIGTERM within TimeoutStopSec; a shutdown-script flush would run
+    at the same time inside GCE's 30 s (issue 10, defect 10)."""
+    assert "shutdown-script" not in _metadata(record("compute"))
+
+
+def test_secret_git_settings_go_to_secret_manager_not_metadata() -> None:
     recording = record("compute", secret_keys=SECRET_KEYS, **SECRET_VARIANT)
-    metadata = recording.one(INSTANCE).inputs["metadata"]
+    metadata = _metadata(recording)
     assert "spine-state" not in json.dumps(metadata)
+    assert SECRET_VARIANT["gitToken"] not in json.dumps(metadata)
+    secrets = json.loads(metadata[scripts.SECRETS_KEY])
+    assert sorted(secrets) == ["spine_git_remote", "spine_git_token"]
+    assert all(
+        url.startswith("https://secretmanager.googleapis.com/v1/projects/acme-spine-1/secrets/")
+        and url.endswith("/versions/latest:access")
+        for url in secrets.values()
+    )
+    versions = recording.of_type("gcp:secretmanager/secretVersion:SecretVersion")
+    assert all("secretData" in v.secret_paths for v in versions) and len(versions) == 2
+    readers = recording.of_type(SECRET_IAM)
+    assert {r.inputs["member"] for r in readers} == {
+        "serviceAccount:ssk-dev-vm@acme-spine-1.iam.gserviceaccount.com"
+    }
+    scopes = recording.one(TEMPLATE).inputs["serviceAccount"]["scopes"]
+    assert "https://www.googleapis.com/auth/cloud-platform" in scopes
 
 
-def test_standard_vm_scheduling() -> None:
-    scheduling = record("compute").one(INSTANCE).inputs["scheduling"]
+def test_standard_vm_runs_without_a_time_limit() -> None:
+    """No maxRunDuration by default: a standard VM is not stopped every 4 h (defect 8)."""
+    scheduling = record("compute").one(TEMPLATE).inputs["scheduling"]
     assert scheduling["provisioningModel"] == "STANDARD"
     assert scheduling["automaticRestart"] is True and scheduling["onHostMaintenance"] == "MIGRATE"
-    assert scheduling["maxRunDuration"] == {"seconds": 4 * 3600}
-    assert scheduling["instanceTerminationAction"] == "STOP"
-
-
-def test_standard_vm_without_max_run_has_no_termination_action() -> None:
-    recording = record("hybrid", deletionProtection="false", maxRunDuration="none")
-    scheduling = recording.one(INSTANCE).inputs["scheduling"]
     assert "maxRunDuration" not in scheduling and "instanceTerminationAction" not in scheduling
 
 
 def test_spot_vm_never_restarts_automatically() -> None:
-    scheduling = record("compute", **COMPUTE_VARIANT).one(INSTANCE).inputs["scheduling"]
+    scheduling = record("compute", **COMPUTE_VARIANT).one(TEMPLATE).inputs["scheduling"]
     assert scheduling["provisioningModel"] == "SPOT" and scheduling["preemptible"] is True
     assert scheduling["automaticRestart"] is False
     assert scheduling["onHostMaintenance"] == "TERMINATE"
@@ -475,11 +569,25 @@ def test_spot_vm_never_restarts_automatically() -> None:
     assert scheduling["maxRunDuration"] == {"seconds": 1800}
 
 
+def test_toggling_spot_is_a_new_template_that_the_group_rolls_out() -> None:
+    """on_host_maintenance cannot change in place (defect 7): the change is a new template,
+    and the group replaces the VM (same name, same disk)."""
+    standard, spot = record("compute"), record("compute", **COMPUTE_VARIANT)
+    before = standard.one(TEMPLATE).inputs["scheduling"]["onHostMaintenance"]
+    after = spot.one(TEMPLATE).inputs["scheduling"]["onHostMaintenance"]
+    assert (before, after) == ("MIGRATE", "TERMINATE")
+    assert not standard.one(TEMPLATE).inputs.get("name"), "a fixed name blocks create-then-replace"
+    assert standard.one(GROUP).inputs["updatePolicy"]["minimalAction"] == "REPLACE"
+
+
+def test_boot_disk_type_follows_the_machine_family() -> None:
+    template = record("compute", machineType="n4-standard-2", diskType="hyperdisk-balanced")
+    assert template.one(TEMPLATE).inputs["disks"][0]["diskType"] == "hyperdisk-balanced"
+
+
 def test_external_ip_when_asked() -> None:
-    recording = record("compute", **COMPUTE_VARIANT)
-    nic = recording.one(INSTANCE).inputs["networkInterfaces"][0]
+    nic = record("compute", **COMPUTE_VARIANT).one(TEMPLATE).inputs["networkInterfaces"][0]
     assert nic["accessConfigs"] == [{}]
-    assert recording.outputs["externalIp"] == "203.0.113.7"
 
 
 def test_apis_can_be_left_alone() -> None:
@@ -502,17 +610,30 @@ def test_apis_can_be_left_alone() -> None:
 # --- Hybrid -------------------------------------------------------------------------------
 
 
-def test_hybrid_vm_reaches_the_database_over_private_ip() -> None:
+def test_hybrid_vm_reaches_the_database_over_private_ip_with_no_sql_client_role() -> None:
+    """Private-IP TCP with a password needs the password secret, not roles/cloudsql.client
+    (that is for the connectors Cloud Run uses): defect 12."""
     recording = record("hybrid")
-    vm = recording.one(INSTANCE).inputs
-    assert vm["serviceAccount"]["scopes"] == ["https://www.googleapis.com/auth/cloud-platform"]
+    vm = recording.one(TEMPLATE).inputs
     member = "serviceAccount:ssk-dev-vm@acme-spine-1.iam.gserviceaccount.com"
-    assert find(recording, IAM, "client").inputs["member"] == member
+    assert not [b for b in recording.of_type(IAM) if b.inputs["role"] == "roles/cloudsql.client"]
+    assert {b.inputs["role"] for b in recording.of_type(IAM)} == {
+        "roles/logging.logWriter",
+        "roles/monitoring.metricWriter",
+    }
     assert recording.one(SECRET_IAM).inputs["member"] == member
+    # Secret Manager has no narrower scope; IAM limits the VM to that one secret.
+    assert "https://www.googleapis.com/auth/cloud-platform" in vm["serviceAccount"]["scopes"]
     assert (
         recording.one(SQL).inputs["settings"]["ipConfiguration"]["privateNetwork"]
         == (recording.one("gcp:compute/subnetwork:Subnetwork").inputs["network"])
     )
+
+
+def test_cloud_run_keeps_its_sql_client_role_for_the_connector() -> None:
+    client = find(record("cloudrun"), IAM, "client").inputs
+    assert client["role"] == "roles/cloudsql.client"
+    assert client["member"] == "serviceAccount:ssk-dev-run@acme-spine-1.iam.gserviceaccount.com"
 
 
 # --- Inventory output -----------------------------------------------------------------------
@@ -526,8 +647,8 @@ def _inventory_hosts(recording: Recording) -> dict:
 def test_inventory_has_the_contract_host_vars() -> None:
     recording = record("compute")
     hosts = _inventory_hosts(recording)
-    hv = hosts[recording.outputs["instanceName"]]
-    assert hv["ansible_host"] == "10.42.0.2"
+    hv = hosts[recording.outputs["instanceGroup"]]
+    assert hv["ansible_host"] == recording.outputs["instanceGroup"]
     assert hv["ansible_user"] == "alice_example_com"
     assert hv["ansible_python_interpreter"] == "/usr/bin/python3"
     assert "gcloud compute start-iap-tunnel" in hv["ansible_ssh_common_args"]
@@ -540,7 +661,7 @@ def test_inventory_has_the_contract_host_vars() -> None:
 
 def test_hybrid_inventory_carries_postgres_vars_but_no_password() -> None:
     recording = record("hybrid")
-    hv = _inventory_hosts(recording)[recording.outputs["instanceName"]]
+    hv = _inventory_hosts(recording)[recording.outputs["instanceGroup"]]
     assert hv["spine_postgres_connection_name"] == recording.outputs["sqlConnectionName"]
     assert hv["spine_postgres_host"] == recording.outputs["sqlPrivateIp"]
     assert (
@@ -553,12 +674,16 @@ def test_hybrid_inventory_carries_postgres_vars_but_no_password() -> None:
 def test_inventory_is_a_secret_output_when_it_carries_a_secret() -> None:
     recording = record("compute", secret_keys=SECRET_KEYS, **SECRET_VARIANT)
     assert "ansibleInventory" in recording.secret_outputs
-    hv = _inventory_hosts(recording)[recording.outputs["instanceName"]]
+    hv = _inventory_hosts(recording)[recording.outputs["instanceGroup"]]
     assert hv["spine_git_token"] == SECRET_VARIANT["gitToken"]
     assert hv["spine_git_remote"] == "https://github.com/acme/spine-state.git"
 
 
-def test_inventory_uses_the_external_ip_when_there_is_one() -> None:
+def test_inventory_reaches_the_groups_current_vm_through_iap_even_with_an_external_ip() -> None:
+    """A recreated VM has a new name suffix, new host keys and maybe a reused internal IP:
+    the inventory names the group and pins no host key (defect 11)."""
     recording = record("compute", **COMPUTE_VARIANT)
-    hv = _inventory_hosts(recording)[recording.outputs["instanceName"]]
-    assert hv["ansible_host"] == "203.0.113.7" and "ansible_ssh_common_args" not in hv
+    group = recording.outputs["instanceGroup"]
+    args = _inventory_hosts(recording)[group]["ansible_ssh_common_args"]
+    assert f"list-instances {group}" in args and "start-iap-tunnel" in args
+    assert "StrictHostKeyChecking=no" in args and "UserKnownHostsFile=/dev/null" in args

@@ -69,8 +69,39 @@ KERNEL_CMDLINE = (
     "mitigations=off tsc=reliable no_timer_check nowatchdog 8250.nr_uarts=1"
 )
 
+# GCE's guest agent runs the `startup-script` metadata at every boot. The lab's stand-in does
+# the same when the kernel command line names a metadata server (LabVM(metadata_url=...)):
+# fetch the script from it and run it, logging to the journal. Without it, nothing runs.
+METADATA_CMDLINE_KEY = "ssk.metadata"
+STARTUP_RUNNER = r"""#!/bin/bash
+# Lab stand-in for google_metadata_script_runner startup (tests/lab/recipe.py).
+set -u
+url=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^ssk\.metadata=//p')
+[ -n "$url" ] || exit 0
+script=$(mktemp)
+for i in $(seq 1 60); do
+  if curl -sf -H 'Metadata-Flavor: Google' -o "$script" \
+      "$url/instance/attributes/startup-script"; then
+    echo "startup-script: running"
+    bash "$script"
+    rc=$?
+    echo "startup-script: finished with exit code $rc"
+    exit 0
+  fi
+  sleep 2
+done
+echo "startup-script: metadata server $url did not answer"
+"""
+
 # Files written into the rootfs (path -> content). Keys are absolute guest paths.
 FILES: dict[str, str] = {
+    "/usr/local/sbin/lab-startup-script-runner": STARTUP_RUNNER,
+    "/etc/systemd/system/lab-startup-script.service": (
+        "[Unit]\nDescription=Lab stand-in for GCE's startup-script runner\n"
+        "After=network.target\n\n[Service]\nType=oneshot\n"
+        "ExecStart=/bin/bash /usr/local/sbin/lab-startup-script-runner\n"
+        "StandardOutput=journal+console\n\n[Install]\nWantedBy=multi-user.target\n"
+    ),
     "/etc/hostname": f"{HOSTNAME}\n",
     "/etc/hosts": f"127.0.0.1 localhost\n127.0.1.1 {HOSTNAME}\n::1 localhost ip6-localhost\n",
     "/etc/fstab": f"LABEL={ROOT_LABEL} / ext4 rw,discard,errors=remount-ro 0 1\n",
@@ -105,7 +136,7 @@ FILES: dict[str, str] = {
 CONFIGURE_SCRIPT = r"""
 set -eu
 export DEBIAN_FRONTEND=noninteractive LC_ALL=C
-systemctl enable systemd-networkd.service ssh.service
+systemctl enable systemd-networkd.service ssh.service lab-startup-script.service
 systemctl mask $MASKED_UNITS
 passwd -l root
 # empty machine-id: every new VM (overlay) gets its own at first boot

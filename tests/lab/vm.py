@@ -68,8 +68,11 @@ class LabVM:
 
     def __init__(self, workdir: Path, data_disk: Path, data_disk_size: str = "2G", *,
                  ssh_port: int | None = None, persist: bool = False,
-                 boot_timeout: float = BOOT_TIMEOUT) -> None:
+                 boot_timeout: float = BOOT_TIMEOUT, metadata_url: str | None = None) -> None:
         self.workdir = Path(workdir).resolve()
+        # A metadata server (tests.lab.metadata) whose startup-script the guest runs at boot,
+        # as GCE's guest agent does; None: no startup script. Read at each boot.
+        self.metadata_url = metadata_url
         self.data_disk = Path(data_disk).absolute()
         self.data_disk_size = data_disk_size
         self.requested_port = ssh_port
@@ -213,7 +216,7 @@ class LabVM:
             "-m", str(MEMORY_MB), "-smp", str(CPUS),
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
             "-kernel", str(self.image.kernel), "-initrd", str(self.image.initrd),
-            "-append", recipe.KERNEL_CMDLINE,
+            "-append", self.kernel_cmdline(),
             "-drive", f"file={self.overlay},if=virtio,format=qcow2,discard=unmap",
             "-drive", f"file={self.data_disk},if=none,id=pd,format=raw,discard=unmap",
             "-device", "virtio-scsi-pci,id=scsi0",
@@ -225,6 +228,14 @@ class LabVM:
             "-serial", f"file:{self.serial_log}",
             "-monitor", f"unix:{self.monitor},server=on,wait=off",
         ]
+
+    def kernel_cmdline(self) -> str:
+        """The recipe's command line, plus the metadata server the startup runner reads."""
+        if not self.metadata_url:
+            return recipe.KERNEL_CMDLINE
+        if any(c.isspace() for c in self.metadata_url):
+            raise LabError(f"metadata URL contains whitespace: {self.metadata_url!r}")
+        return f"{recipe.KERNEL_CMDLINE} {recipe.METADATA_CMDLINE_KEY}={self.metadata_url}"
 
     def _write_access_files(self) -> None:
         assert self.image is not None and self.port is not None
