@@ -441,10 +441,16 @@ def _path(key: str, value: Any, base_dir: Path) -> Path:
 
 
 def _secret_file(key: str, value: Any, base_dir: Path) -> Path | None:
-    """A credential file only its owner can read, as ssh demands of a private key."""
     if value in (None, ""):
         return None
     path = _path(key, value, base_dir)
+    check_secret_file(key, path)
+    return path
+
+
+def check_secret_file(key: str, path: Path, max_bytes: int = MAX_SECRET_FILE_BYTES) -> None:
+    """A credential file only its owner can read, as ssh demands of a private key; checked at
+    start and by tiers that read theirs again on reconnect."""
     try:
         info = path.stat()
     except OSError as exc:
@@ -456,11 +462,8 @@ def _secret_file(key: str, value: Any, base_dir: Path) -> Path | None:
         raise ConfigError(
             key, str(path), f"mode {mode:04o} lets group or others in: chmod 0600 the file"
         )
-    if not 0 < info.st_size <= MAX_SECRET_FILE_BYTES:
-        raise ConfigError(
-            key, str(path), f"must hold 1 to {MAX_SECRET_FILE_BYTES} bytes, not {info.st_size}"
-        )
-    return path
+    if not 0 < info.st_size <= max_bytes:
+        raise ConfigError(key, str(path), f"must hold 1 to {max_bytes} bytes, not {info.st_size}")
 
 
 def _longer_than(limit: int) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from ..config import ConfigError
+from ..config import ConfigError, check_secret_file
 from ..records import PersistenceClass
 from ..units import parse_duration
 
@@ -98,18 +97,7 @@ def parse_postgres_config(section: Mapping[str, Any], base_dir: Path) -> Postgre
 def read_password(path: Path) -> str:
     """The password file's first line; refused when others could read it."""
     key = f"{SECTION}.password_file"
-    try:
-        info = path.stat()
-    except OSError as exc:
-        raise ConfigError(key, str(path), f"cannot read the file ({exc.strerror})") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(key, str(path), "must be a regular file")
-    if info.st_mode & 0o077:
-        raise ConfigError(
-            key, str(path), f"must be mode 0600 (it is {stat.S_IMODE(info.st_mode):04o})"
-        )
-    if info.st_size > MAX_PASSWORD_BYTES:
-        raise ConfigError(key, str(path), f"larger than {MAX_PASSWORD_BYTES} bytes")
+    check_secret_file(key, path, MAX_PASSWORD_BYTES)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

@@ -254,7 +254,7 @@ def test_listener_resyncs_what_it_missed_while_disconnected(
         )
     wait_until(lambda: not pair.listener.status()["connected"], "the listener to drop")
     pair.a.write([put("while-away", b"1", 1.0)])
-    wait_until(lambda: "mode 0600" in str(pair.listener.status()["last_error"]),
+    wait_until(lambda: "chmod 0600" in str(pair.listener.status()["last_error"]),
                "the refusal in status")
     assert pair.inbox.received() == []
     secret.chmod(0o600)
