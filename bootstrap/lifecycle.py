@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .config import AgentConfig, config_from_mapping
+from .config import DEFAULTS, AgentConfig, config_from_mapping
 from .preemption import PreemptionWatcher, running_on_gce
 from .scheduler import TieringScheduler
 from .storage import HybridStorage, TierReport
@@ -77,10 +77,10 @@ class HybridVMStorage:
 
     def __init__(
         self,
-        memory_limit: str = "100MB",
-        file_backup_interval: str = "5min",
-        git_backup_interval: str = "30min",
-        tiering_enabled: bool = True,
+        memory_limit: str = DEFAULTS["memory_limit"],
+        file_backup_interval: str = DEFAULTS["tiering.file_backup_interval"],
+        git_backup_interval: str = DEFAULTS["tiering.git_backup_interval"],
+        tiering_enabled: bool = DEFAULTS["tiering.enabled"],
         storage_path: str | None = None,
         config: AgentConfig | None = None,
         clock: Callable[[], float] = time.time,
