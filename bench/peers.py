@@ -15,11 +15,9 @@ from typing import Any, Protocol
 import orjson
 import redis
 
-from bootstrap.cli import UnixHTTPConnection
+from bootstrap.client import JSON_HEADERS, ApiClient
 from bootstrap.records import PersistenceClass
 from bootstrap.storage import HybridStorage
-
-JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 class Client(Protocol):
@@ -57,30 +55,26 @@ class InProcessAgent:
 
 
 class SocketAgent:
-    """http.client with keep-alive over the agent's unix socket."""
+    """The shared API client (http.client, keep-alive) on the agent's unix socket."""
 
     def __init__(self, socket_path: Path, collection: str) -> None:
-        self.conn = UnixHTTPConnection(socket_path, timeout=60)
+        self.client = ApiClient(socket_path, timeout=60)
         self.prefix = f"/v1/records/{collection}/"
 
     def get(self, key: str) -> bytes:
-        self.conn.request("GET", self.prefix + key)
-        resp = self.conn.getresponse()
-        body = resp.read()
-        if resp.status != 200:
-            raise RuntimeError(f"GET {key}: {resp.status} {body[:200]!r}")
-        return body
+        reply = self.client.request("GET", self.prefix + key)
+        if reply.status != 200:
+            raise RuntimeError(f"GET {key}: {reply.status} {reply.body[:200]!r}")
+        return reply.body
 
     def put(self, key: str, value: bytes) -> bytes:
-        self.conn.request("PUT", self.prefix + key, body=value, headers=JSON_HEADERS)
-        resp = self.conn.getresponse()
-        body = resp.read()
-        if resp.status != 200:
-            raise RuntimeError(f"PUT {key}: {resp.status} {body[:200]!r}")
-        return body
+        reply = self.client.request("PUT", self.prefix + key, value, JSON_HEADERS)
+        if reply.status != 200:
+            raise RuntimeError(f"PUT {key}: {reply.status} {reply.body[:200]!r}")
+        return reply.body
 
     def close(self) -> None:
-        self.conn.close()
+        self.client.close()
 
 
 class RedisPeer:

@@ -18,7 +18,7 @@ from types import TracebackType
 import psutil
 import redis
 
-from bootstrap.cli import UnixHTTPConnection
+from bootstrap.client import is_serving
 
 from .common import agent_config_yaml
 
@@ -117,16 +117,8 @@ class AgentDaemon(ManagedServer):
             if self.proc is not None and self.proc.poll() is not None:
                 tail = self.log_file.read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"spine-agent exited with {self.proc.returncode}: {tail}")
-            if self.socket.exists():
-                conn = UnixHTTPConnection(self.socket, timeout=2)
-                try:
-                    conn.request("GET", "/v1/health")
-                    if conn.getresponse().status == 200:
-                        return
-                except OSError:
-                    pass
-                finally:
-                    conn.close()
+            if is_serving(self.socket, timeout=2):
+                return
             time.sleep(0.02)
         raise RuntimeError(f"spine-agent not ready after {timeout}s")
 

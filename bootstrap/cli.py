@@ -10,29 +10,15 @@ import argparse
 import http.client
 import socket
 import sys
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 import orjson
 
+from .client import JSON_HEADERS, ApiClient, record_path
 from .config import AgentConfig, ConfigError, load_config
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
-
-
-class UnixHTTPConnection(http.client.HTTPConnection):
-    """http.client over a unix socket: the cheapest client (see PERF-FACTS), no extra deps."""
-
-    def __init__(self, path: Path, timeout: float = 60.0) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.socket_path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(str(self.socket_path))
-        self.sock = sock
 
 
 class AgentClient:
@@ -40,14 +26,12 @@ class AgentClient:
 
     def __init__(self, config: AgentConfig, timeout: float = 60.0) -> None:
         self.config = config
-        self.conn = UnixHTTPConnection(config.api.socket, timeout=timeout)
+        self.api = ApiClient(config.api.socket, timeout=timeout)
 
     def call(self, method: str, path: str, body: bytes | None = None) -> tuple[int, Any]:
-        headers = {"Content-Type": "application/json"} if body is not None else {}
+        headers = JSON_HEADERS if body is not None else {}
         try:
-            self.conn.request(method, path, body=body, headers=headers)
-            response = self.conn.getresponse()
-            data = response.read()
+            reply = self.api.request(method, path, body=body, headers=headers)
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise AgentUnreachable(
                 f"agent not reachable at {self.config.api.socket}: {exc.strerror}"
@@ -59,18 +43,13 @@ class AgentClient:
         except (OSError, http.client.HTTPException) as exc:
             raise AgentUnreachable(f"agent at {self.config.api.socket} failed: {exc}") from None
         try:
-            return response.status, orjson.loads(data) if data else None
+            return reply.status, orjson.loads(reply.body) if reply.body else None
         except orjson.JSONDecodeError:
-            return response.status, data.decode(errors="replace")
+            return reply.status, reply.body.decode(errors="replace")
 
 
 class AgentUnreachable(RuntimeError):
     pass
-
-
-def record_path(collection: str, key: str | None = None) -> str:
-    path = f"/v1/records/{quote(collection, safe='')}"
-    return path if key is None else f"{path}/{quote(key, safe='')}"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,7 +20,6 @@ from .config_file import ConfigFileError, read_mapping
 from .records import InvalidName, PersistenceClass, check_collection
 from .units import parse_duration, parse_size
 
-DEFAULT_STORAGE_PATH = "/data/super-spine"
 ENV_PREFIX = "SUPER_SPINE_"
 ENV_CONFIG_FILE = "SUPER_SPINE_CONFIG"
 SOCKET_NAME = "spine-agent.sock"
@@ -31,6 +30,33 @@ DEFAULT_CLASS_MAP: dict[str, list[str]] = {
     "session": ["stats", "frames", "traces", "sessions"],
     "cache": ["cache"],
 }
+# The one source of every default, as it would be written in the config file. build_config,
+# the dataclasses below and HybridVMStorage read it; tests/unit/test_defaults.py holds the
+# template (templates/agent.yaml.j2), the Ansible role's defaults and the docs' tables to it.
+# Keys without an entry default to nothing (git.remote, api.tcp_port, ...) or are derived
+# (git.path and api.socket from storage_path, git.branch from the host name).
+DEFAULTS: dict[str, Any] = {
+    "storage_path": "/data/super-spine",
+    "memory_limit": "100MB",
+    "max_value_size": "1MB",
+    "stop_budget": "25s",
+    "log_level": "info",
+    "tiering.enabled": True,
+    "tiering.hot_age": "5min",
+    "tiering.warm_age": "30min",
+    "tiering.file_backup_interval": "5min",
+    "tiering.git_backup_interval": "30min",
+    "classes.default": "session",
+    "git.history_max_age": "7d",
+    "git.push_retry_max": "5min",
+    "api.socket_mode": "0660",
+    "api.max_header_bytes": "16KiB",
+    "api.max_connections": 256,
+    "api.idle_timeout": "5s",
+    "preemption.watch": "auto",
+    "preemption.metadata_url": "http://metadata.google.internal/computeMetadata/v1",
+}
+DEFAULT_STORAGE_PATH = DEFAULTS["storage_path"]
 REMOTE_SCHEMES = ("file", "git", "ssh", "https", "http")
 MAX_ERROR_CHARS = 240
 MAX_ECHO_CHARS = 120
@@ -100,13 +126,24 @@ def _shown_key(key: Any) -> str:
     return _ECHO.repr(key)
 
 
+def _default_seconds(key: str) -> float:
+    return parse_duration(DEFAULTS[key])
+
+
+def _default_bytes(key: str) -> int:
+    return parse_size(DEFAULTS[key])
+
+
+_DEFAULT_CLASS = PersistenceClass(DEFAULTS["classes.default"])
+
+
 @dataclass(frozen=True)
 class TieringConfig:
-    enabled: bool = True
-    hot_age: float = 300.0
-    warm_age: float = 1800.0
-    file_backup_interval: float = 300.0
-    git_backup_interval: float = 1800.0
+    enabled: bool = DEFAULTS["tiering.enabled"]
+    hot_age: float = _default_seconds("tiering.hot_age")
+    warm_age: float = _default_seconds("tiering.warm_age")
+    file_backup_interval: float = _default_seconds("tiering.file_backup_interval")
+    git_backup_interval: float = _default_seconds("tiering.git_backup_interval")
 
 
 @dataclass(frozen=True)
@@ -116,8 +153,8 @@ class GitConfig:
     branch: str = "backup/localhost"
     ssh_key_file: Path | None = None
     token_file: Path | None = None
-    history_max_age: float = 7 * 86400.0
-    push_retry_max: float = 300.0
+    history_max_age: float = _default_seconds("git.history_max_age")
+    push_retry_max: float = _default_seconds("git.push_retry_max")
 
 
 @dataclass(frozen=True)
@@ -125,18 +162,19 @@ class ApiConfig:
     """Where the API listens and the limits that keep one client from exhausting the agent."""
 
     socket: Path
-    socket_mode: int = 0o660
+    socket_mode: int = int(DEFAULTS["api.socket_mode"], 8)
     tcp_port: int | None = None
     token_file: Path | None = None  # required with tcp_port: bearer token, mode 0600
-    max_header_bytes: int = 16 * 1024  # request line + headers
-    max_connections: int = 256  # beyond it: 503, then closed
-    idle_timeout: int = 5  # seconds a connection may sit without a complete request head
+    max_header_bytes: int = _default_bytes("api.max_header_bytes")  # request line + headers
+    max_connections: int = DEFAULTS["api.max_connections"]  # beyond it: 503, then closed
+    # seconds a connection may sit without a complete request head
+    idle_timeout: int = int(_default_seconds("api.idle_timeout"))
 
 
 @dataclass(frozen=True)
 class PreemptionConfig:
-    watch: str = "auto"  # auto: only when the DMI product says Google Compute Engine
-    metadata_url: str = "http://metadata.google.internal/computeMetadata/v1"
+    watch: str = DEFAULTS["preemption.watch"]  # auto: only when the DMI product says GCE
+    metadata_url: str = DEFAULTS["preemption.metadata_url"]
 
 
 @dataclass(frozen=True)
@@ -144,12 +182,12 @@ class AgentConfig:
     storage_path: Path
     git: GitConfig
     api: ApiConfig
-    memory_limit: int = 100 * 1000**2
-    max_value_size: int = 1024**2
-    stop_budget: float = 25.0
-    log_level: str = "info"
+    memory_limit: int = _default_bytes("memory_limit")
+    max_value_size: int = _default_bytes("max_value_size")
+    stop_budget: float = _default_seconds("stop_budget")
+    log_level: str = DEFAULTS["log_level"]
     tiering: TieringConfig = field(default_factory=TieringConfig)
-    default_class: PersistenceClass = PersistenceClass.SESSION
+    default_class: PersistenceClass = _DEFAULT_CLASS
     class_map: dict[str, PersistenceClass] = field(default_factory=dict)
     preemption: PreemptionConfig = field(default_factory=PreemptionConfig)
 
@@ -247,23 +285,26 @@ def build_config(raw: dict[str, Any], base_dir: Path) -> AgentConfig:
             )
     sections = {name: _section(raw, name) for name in _SECTION_KEYS}
 
-    storage = _path("storage_path", raw.get("storage_path", DEFAULT_STORAGE_PATH), base_dir)
-    tiering_raw = sections["tiering"]
+    def given(key: str) -> Any:
+        section = key.rpartition(".")[0]
+        return _given(sections[section] if section else raw, key)
+
+    storage = _path("storage_path", given("storage_path"), base_dir)
     tiering = TieringConfig(
-        enabled=_bool("tiering.enabled", tiering_raw.get("enabled", True)),
-        hot_age=_duration("tiering.hot_age", tiering_raw.get("hot_age", "5min")),
-        warm_age=_duration("tiering.warm_age", tiering_raw.get("warm_age", "30min")),
+        enabled=_bool("tiering.enabled", given("tiering.enabled")),
+        hot_age=_duration("tiering.hot_age", given("tiering.hot_age")),
+        warm_age=_duration("tiering.warm_age", given("tiering.warm_age")),
         file_backup_interval=_duration(
-            "tiering.file_backup_interval", tiering_raw.get("file_backup_interval", "5min")
+            "tiering.file_backup_interval", given("tiering.file_backup_interval")
         ),
         git_backup_interval=_duration(
-            "tiering.git_backup_interval", tiering_raw.get("git_backup_interval", "30min")
+            "tiering.git_backup_interval", given("tiering.git_backup_interval")
         ),
     )
     if tiering.warm_age < tiering.hot_age:
         raise ConfigError(
             "tiering.warm_age",
-            tiering_raw.get("warm_age"),
+            sections["tiering"].get("warm_age"),
             "must not be shorter than tiering.hot_age",
         )
 
@@ -279,8 +320,8 @@ def build_config(raw: dict[str, Any], base_dir: Path) -> AgentConfig:
         branch=_branch(git_raw.get("branch")),
         ssh_key_file=_secret_file("git.ssh_key_file", git_raw.get("ssh_key_file"), base_dir),
         token_file=token_file,
-        history_max_age=_duration("git.history_max_age", git_raw.get("history_max_age", "7d")),
-        push_retry_max=_duration("git.push_retry_max", git_raw.get("push_retry_max", "5min")),
+        history_max_age=_duration("git.history_max_age", given("git.history_max_age")),
+        push_retry_max=_duration("git.push_retry_max", given("git.push_retry_max")),
     )
 
     api_raw = sections["api"]
@@ -295,35 +336,35 @@ def build_config(raw: dict[str, Any], base_dir: Path) -> AgentConfig:
         api_raw,
         ApiConfig(
             socket=sock,
-            socket_mode=_mode("api.socket_mode", api_raw.get("socket_mode", "0660")),
+            socket_mode=_mode("api.socket_mode", given("api.socket_mode")),
             tcp_port=_port("api.tcp_port", api_raw.get("tcp_port")),
             token_file=_secret_file("api.token_file", api_raw.get("token_file"), base_dir),
         ),
     )
 
     preemption_raw = sections["preemption"]
-    watch = str(preemption_raw.get("watch", "auto")).lower()
+    watch = str(given("preemption.watch")).lower()
     if watch in ("true", "false"):  # YAML on/off become booleans
         watch = "on" if watch == "true" else "off"
     if watch not in ("auto", "on", "off"):
         raise ConfigError("preemption.watch", preemption_raw.get("watch"), "allowed: auto, on, off")
-    metadata_url = str(preemption_raw.get("metadata_url", PreemptionConfig.metadata_url))
+    metadata_url = str(given("preemption.metadata_url"))
     if len(metadata_url) > MAX_URL_CHARS:
         raise ConfigError("preemption.metadata_url", metadata_url, _longer_than(MAX_URL_CHARS))
     if urlsplit(metadata_url).scheme != "http" or not urlsplit(metadata_url).hostname:
         raise ConfigError("preemption.metadata_url", metadata_url, "expected an http:// URL")
     default_class, class_map = _classes(raw.get("classes"))
-    log_level = str(raw.get("log_level", "info")).lower()
+    log_level = str(given("log_level")).lower()
     if log_level not in _LOG_LEVELS:
         raise ConfigError("log_level", raw.get("log_level"), f"allowed: {', '.join(_LOG_LEVELS)}")
-    memory_limit = _size("memory_limit", raw.get("memory_limit", "100MB"))
+    memory_limit = _size("memory_limit", given("memory_limit"))
     return AgentConfig(
         storage_path=storage,
         git=git,
         api=api,
         memory_limit=memory_limit,
-        max_value_size=_size("max_value_size", raw.get("max_value_size", "1MB")),
-        stop_budget=_duration("stop_budget", raw.get("stop_budget", "25s")),
+        max_value_size=_size("max_value_size", given("max_value_size")),
+        stop_budget=_duration("stop_budget", given("stop_budget")),
         log_level=log_level,
         tiering=tiering,
         default_class=default_class,
@@ -339,11 +380,11 @@ MAX_TOKEN_BYTES = 4096
 def _api_limits(api_raw: dict[str, Any], api: ApiConfig) -> ApiConfig:
     """The api section's limits and the TCP token rule (a TCP port without a token is refused:
     any local process and any browser page could reach it)."""
-    header = _size("api.max_header_bytes", api_raw.get("max_header_bytes", "16KiB"))
+    header = _size("api.max_header_bytes", _given(api_raw, "api.max_header_bytes"))
     connections = _whole(
-        "api.max_connections", api_raw.get("max_connections", 256), MAX_CONNECTIONS_RANGE
+        "api.max_connections", _given(api_raw, "api.max_connections"), MAX_CONNECTIONS_RANGE
     )
-    idle = _duration("api.idle_timeout", api_raw.get("idle_timeout", "5s"))
+    idle = _duration("api.idle_timeout", _given(api_raw, "api.idle_timeout"))
     if idle != int(idle):  # uvicorn's keep-alive time is whole seconds
         raise ConfigError("api.idle_timeout", api_raw.get("idle_timeout"), "must be whole seconds")
     if api.tcp_port is not None:
@@ -371,6 +412,12 @@ def read_token_file(path: Path) -> bytes:
             key, str(path), f"must hold one token of 16 to {MAX_TOKEN_BYTES} printable characters"
         )
     return token
+
+
+def _given(section: dict[str, Any], key: str) -> Any:
+    """The file's (or environment's) value of a dotted key in its section, else its DEFAULTS
+    entry (None when it has none)."""
+    return section.get(key.rpartition(".")[2], DEFAULTS.get(key))
 
 
 def _whole(key: str, value: Any, bounds: tuple[int, int]) -> int:
@@ -552,7 +599,7 @@ def _classes(value: Any) -> tuple[PersistenceClass, dict[str, PersistenceClass]]
     if value is not None and not isinstance(value, dict):
         raise ConfigError("classes", value, "must be a mapping of class -> list of collections")
     mapping: dict[str, Any] = dict(value) if value is not None else {}
-    default_text = mapping.pop("default", "session")
+    default_text = mapping.pop("default", DEFAULTS["classes.default"])
     try:
         default = PersistenceClass.parse(str(default_text))
     except ValueError as exc:

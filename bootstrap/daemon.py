@@ -122,7 +122,7 @@ def run_daemon(config: AgentConfig) -> int:
     sockets = [bind_unix_socket(config.api.socket, config.api.socket_mode)]
     if config.api.tcp_port:
         sockets.append(bind_tcp_loopback(config.api.tcp_port))
-    app = build_app(agent.storage, on_tier=agent.hooks.on_every_5min)
+    app = build_app(agent.storage, on_tier=agent.hooks.on_tiering_pass)
     if config.api.tcp_port and config.api.token_file:
         app = TcpGuard(app, config.api.tcp_port, read_token_file(config.api.token_file))
     limits = config.api

@@ -1,6 +1,7 @@
-"""Lifecycle hooks (on_start, on_shutdown, on_every_5min) and the library's front door.
+"""Lifecycle hooks (on_start, on_shutdown, on_tiering_pass) and the library's front door.
 
-on_start restores (warm files + journal, else the git backup), on_every_5min tiers, on_shutdown
+on_start restores (warm files + journal, else the git backup), on_tiering_pass tiers (every
+tiering.file_backup_interval, on memory pressure and on POST /v1/tier), on_shutdown
 flushes, commits and pushes within the stop budget: 25 s by default to fit GCE's 30 s
 preemption notice, 8 s for Cloud Run's 10 s.
 """
@@ -13,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .config import AgentConfig, config_from_mapping
+from .config import DEFAULTS, AgentConfig, config_from_mapping
 from .preemption import PreemptionWatcher, running_on_gce
 from .scheduler import TieringScheduler
 from .storage import HybridStorage, TierReport
@@ -36,7 +37,7 @@ class Lifecycle:
     def on_start(self) -> str:
         return self.storage.initialize()
 
-    def on_every_5min(self) -> TierReport:
+    def on_tiering_pass(self) -> TierReport:
         report = self.storage.tier()
         log.info(
             "tiering pass",
@@ -76,10 +77,10 @@ class HybridVMStorage:
 
     def __init__(
         self,
-        memory_limit: str = "100MB",
-        file_backup_interval: str = "5min",
-        git_backup_interval: str = "30min",
-        tiering_enabled: bool = True,
+        memory_limit: str = DEFAULTS["memory_limit"],
+        file_backup_interval: str = DEFAULTS["tiering.file_backup_interval"],
+        git_backup_interval: str = DEFAULTS["tiering.git_backup_interval"],
+        tiering_enabled: bool = DEFAULTS["tiering.enabled"],
         storage_path: str | None = None,
         config: AgentConfig | None = None,
         clock: Callable[[], float] = time.time,
@@ -102,7 +103,7 @@ class HybridVMStorage:
         self.storage = HybridStorage(config, clock=clock)
         self.hooks = Lifecycle(self.storage)
         self.scheduler = TieringScheduler(
-            self.hooks.on_every_5min,
+            self.hooks.on_tiering_pass,
             config.tiering.file_backup_interval,
             retry=self.storage.push,
             retry_in=self.storage.seconds_until_push_retry,
@@ -119,7 +120,7 @@ class HybridVMStorage:
         return source
 
     def start_background(self) -> None:
-        """Check the remote for a newer backup, and start the 5-minute hook (and push
+        """Check the remote for a newer backup, and start the tiering-pass hook (and push
         retries) unless tiering is disabled."""
         if self.config.git.remote:
             threading.Thread(

@@ -56,6 +56,15 @@ class PreemptionWatcher:
     def stop(self) -> None:
         self._stop.set()
 
+    def is_alive(self) -> bool:
+        """True while the watch thread runs (it survives an unreachable metadata server)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def join(self, timeout: float) -> None:
+        """Wait for the watch thread to end: after a preemption, once its flush is done."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
     def _run(self) -> None:
         etag = "0"
         backoff = 1.0

@@ -1,4 +1,4 @@
-"""TieringScheduler: runs the 5-minute hook on a worker thread so serving never waits on it."""
+"""TieringScheduler: runs on_tiering_pass on a worker thread so serving never waits on it."""
 
 from __future__ import annotations
 

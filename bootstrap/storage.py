@@ -414,6 +414,19 @@ class HybridStorage:
     def record_count(self) -> int:
         return sum(len(c) for c in self._mem.values())
 
+    # == read-only views (for tests and tools; they change nothing) =========================
+    @property
+    def is_open(self) -> bool:
+        """True between initialize() and close()/abandon(): the storage path is locked by us."""
+        return self._open
+
+    def is_resident(self, collection: str, key: str) -> bool:
+        """True when the record's value is in memory (hot); False when it is evicted (read from
+        its warm file on demand) or absent."""
+        with self._lock:
+            entry = self._mem.get(collection, {}).get(key)
+            return entry is not None and entry.value is not None
+
     # == tiering ==========================================================================
     def tier(self) -> TierReport:
         """The 5-minute pass: write changed warm files, checkpoint the journal, age memory."""

@@ -1,5 +1,5 @@
 """Fixtures for the agent's integration tests: the real `spine-agent run` as a subprocess, a real
-bare git remote, and a small HTTP client over the agent's unix socket.
+bare git remote, and the shared API client (bootstrap.client) on the agent's unix socket.
 
 Nothing here is mocked. Every agent a test starts is stopped (SIGKILL if it must) in teardown,
 and every directory lives under a short /tmp path so unix socket paths stay under 108 bytes.
@@ -19,12 +19,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 import yaml
 
-from bootstrap.cli import UnixHTTPConnection
+from bootstrap.client import JSON_HEADERS, ApiClient, Reply, is_serving, record_path
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -50,66 +49,17 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-class UnixConnection(UnixHTTPConnection):
-    """The CLI's own unix-socket connection, with the tests' default timeout."""
-
-    def __init__(self, path: Path, timeout: float = REQUEST_TIMEOUT) -> None:
-        super().__init__(path, timeout=timeout)
-
-
-@dataclass
-class Reply:
-    status: int
-    body: bytes
-    headers: dict[str, str]
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-class Client:
-    """One keep-alive connection to the agent's socket. Not thread-safe: one per thread."""
+class Client(ApiClient):
+    """The shared API client on the agent's socket, with the tests' timeout and conveniences
+    that assert what every caller expects. Not thread-safe: one per thread."""
 
     def __init__(self, socket_path: Path, timeout: float = REQUEST_TIMEOUT) -> None:
-        self.socket_path = socket_path
-        self.timeout = timeout
-        self.conn: UnixConnection | None = None
+        super().__init__(socket_path, timeout=timeout)
 
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: bytes | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> Reply:
-        if self.conn is None:
-            self.conn = UnixConnection(self.socket_path, self.timeout)
-        try:
-            self.conn.request(method, path, body=body, headers=headers or {})
-            response = self.conn.getresponse()
-            data = response.read()
-        except Exception:
-            self.close()
-            raise
-        reply = Reply(response.status, data, {k.lower(): v for k, v in response.getheaders()})
-        if response.will_close or response.status >= 500:
-            # uvicorn drops the connection after an unhandled error; start afresh next time.
-            self.close()
-        return reply
-
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
-
-    # -- conveniences ---------------------------------------------------------------------
     def put(self, collection: str, key: str, value: Any, cls: str | None = None) -> Reply:
         query = f"?class={cls}" if cls else ""
         return self.request(
-            "PUT",
-            record_path(collection, key) + query,
-            json.dumps(value).encode(),
-            {"Content-Type": "application/json"},
+            "PUT", record_path(collection, key) + query, json.dumps(value).encode(), JSON_HEADERS
         )
 
     def get(self, collection: str, key: str) -> Reply:
@@ -134,11 +84,6 @@ class Client:
 
     def post(self, verb: str) -> Reply:
         return self.request("POST", f"/v1/{verb}")
-
-
-def record_path(collection: str, key: str | None = None) -> str:
-    path = f"/v1/records/{quote(collection, safe='')}"
-    return path if key is None else f"{path}/{quote(key, safe='')}"
 
 
 @dataclass
@@ -212,15 +157,8 @@ class Agent:
                 raise AssertionError(
                     f"agent exited with {self.proc.returncode} before serving:\n{self.output()}"
                 )
-            if self.socket_path.exists():
-                probe = Client(self.socket_path, timeout=5)
-                try:
-                    if probe.request("GET", "/v1/health").status == 200:
-                        return
-                except OSError:
-                    pass
-                finally:
-                    probe.close()
+            if is_serving(self.socket_path):
+                return
             time.sleep(0.02)
         raise AssertionError(f"agent did not serve within {timeout}s:\n{self.output()}")
 

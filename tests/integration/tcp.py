@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import http.client
 import os
 import secrets
 import socket
 from pathlib import Path
 
-from .conftest import REQUEST_TIMEOUT, Reply
+from bootstrap.client import ApiClient, Reply
+
+from .conftest import REQUEST_TIMEOUT
 
 
 def free_port() -> int:
@@ -44,16 +45,6 @@ def tcp_request(
     body: bytes | None = None,
 ) -> Reply:
     """One request on a fresh connection; `headers` may set Host itself."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT)
-    try:
-        skip_host = any(k.lower() == "host" for k in headers)
-        conn.putrequest(method, path, skip_host=skip_host, skip_accept_encoding=True)
-        for name, value in headers.items():
-            conn.putheader(name, value)
-        conn.putheader("Content-Length", str(len(body or b"")))
-        conn.endheaders(body)
-        response = conn.getresponse()
-        data = response.read()
-        return Reply(response.status, data, {k.lower(): v for k, v in response.getheaders()})
-    finally:
-        conn.close()
+    with ApiClient(port=port, timeout=REQUEST_TIMEOUT) as client:
+        length = {"Content-Length": str(len(body or b""))}
+        return client.request(method, path, body, {**length, **headers})

@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
-from .conftest import Agent, AgentFactory, Client, UnixConnection
+from bootstrap.client import UnixHTTPConnection
+
+from .conftest import REQUEST_TIMEOUT, Agent, AgentFactory, Client
 
 MAX_VALUE = 1000  # max_value_size: 1KB
 JSON = "application/json"
@@ -225,7 +227,7 @@ def test_chunked_value_over_max_value_size_is_rejected(agent: Agent) -> None:
     """No Content-Length to check up front: the limit must hold on the body itself."""
     client = agent.client()
     before = _state(client)
-    conn = UnixConnection(agent.socket_path)
+    conn = UnixHTTPConnection(agent.socket_path, timeout=REQUEST_TIMEOUT)
     try:
         data = _oversized(500)
         chunks = iter([data[:700], data[700:]])

@@ -43,5 +43,5 @@ def make_storage(tmp_path: Path, clock: FakeClock) -> Iterator[Callable[..., Hyb
 
     yield factory
     for storage in opened:
-        if storage._open:
+        if storage.is_open:
             storage.close(backup=False)

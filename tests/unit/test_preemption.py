@@ -92,7 +92,7 @@ def test_unreachable_metadata_server_is_retried_without_crashing() -> None:
     watcher = PreemptionWatcher(lambda: None, "http://127.0.0.1:9/computeMetadata/v1")
     watcher.start()
     assert not watcher.preempted.wait(1.5)
-    assert watcher._thread is not None and watcher._thread.is_alive()
+    assert watcher.is_alive()
     watcher.stop()
 
 
@@ -114,7 +114,7 @@ def test_preemption_pushes_the_backup(tmp_path: Path, metadata: FakeMetadata) ->
     agent.put("agents", "a1", {"alive": True})
     metadata.preempt()
     assert agent.watcher is not None and agent.watcher.preempted.wait(10)
-    agent.watcher._thread.join(10)  # type: ignore[union-attr]
+    agent.watcher.join(10)
     shown = subprocess.run(
         ["git", "--git-dir", str(remote), "log", "-p", "backup/spot-vm"],
         capture_output=True,

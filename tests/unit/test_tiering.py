@@ -13,7 +13,7 @@ MB = 1_000_000
 
 
 def resident(storage: HybridStorage, collection: str, key: str) -> bool:
-    return storage._mem[collection][key].value is not None
+    return storage.is_resident(collection, key)
 
 
 def test_records_go_as_far_as_their_class(make_storage, tmp_path) -> None:
@@ -65,12 +65,14 @@ def test_idle_records_leave_memory_after_hot_age_but_stay_readable(make_storage,
 
 
 def test_dirty_records_are_never_aged_out(make_storage, clock: FakeClock) -> None:
-    storage = make_storage()
+    storage = make_storage(tiering={"enabled": False})  # no git backup inside the pass
     storage.put("agents", "a", {"v": 1})
+    storage.put("stats", "s", {"v": 2})
     clock.advance(10_000)
-    with storage._maintenance:
-        storage._age_memory(clock(), type("R", (), {"evicted": 0, "expired_cache": 0})())
-    assert resident(storage, "agents", "a")
+    report = storage.tier()  # the files take both; only git still lacks the critical record
+    assert resident(storage, "agents", "a")  # dirty for git: kept, however idle
+    assert not resident(storage, "stats", "s")  # clean and idle: aged out (the pass did age)
+    assert report.evicted == 1
 
 
 def test_cache_expires_after_hot_age(make_storage, clock: FakeClock) -> None:
@@ -104,7 +106,7 @@ def test_memory_limit_evicts_cache_first_then_least_recently_used(make_storage, 
     # Crossing it again: now the least recently used clean agents go; a00 was read last.
     for i in range(20, 80):
         storage.put("stats", f"s{i}", value)
-    assert storage._bytes <= 1 * MB
+    assert storage.status()["tiers"]["memory"]["bytes"] <= 1 * MB
     assert resident(storage, "agents", "a00")
     assert not resident(storage, "agents", "a01")
     assert storage.get("agents", "a01") == value  # evicted means readable from disk
@@ -197,9 +199,7 @@ def test_restart_prefers_warm_files_and_replays_the_journal(make_storage, tmp_pa
     storage.put("agents", "in-file", 1)
     storage.tier()
     storage.put("agents", "in-journal-only", 2)
-    storage.journal.close()  # like a crash: no flush, no tier; the process's lock goes with it
-    storage._release_lock()
-    storage._open = False
+    storage.abandon()  # like a crash: no flush, no tier; the process's lock goes with it
     again = make_storage()
     assert again.restored_from == "files"
     assert again.get("agents", "in-file") == 1
@@ -245,3 +245,14 @@ def test_one_agent_per_storage_path(make_storage) -> None:
         make_storage()
     first.close(backup=False)
     make_storage()  # the lock went with the first agent
+
+
+def test_read_only_views_follow_the_storage_state(make_storage) -> None:
+    storage = make_storage()
+    assert storage.is_open
+    assert not storage.is_resident("agents", "absent")
+    assert not storage.is_resident("no-such-collection", "k")
+    storage.put("agents", "a", 1)
+    assert storage.is_resident("agents", "a")
+    storage.close(backup=False)
+    assert not storage.is_open
