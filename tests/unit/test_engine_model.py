@@ -4,9 +4,10 @@ Hypothesis drives a real HybridStorage on a real directory (real journal, warm f
 through puts of every class and class overrides, deletes, tiering passes, evictions (the clock
 moves past hot_age), git backups, reads of evicted records while a pass renames their file, a
 crash (the storage is abandoned without a flush, as `kill -9` leaves it, and reopened), a clean
-restart, memory compaction after deletes, and injected I/O errors: a full disk in journal
-appends (a short write), in warm-file writes and in renames. After every step each record
-reads back as the model's acknowledged value, and no acknowledged delete comes back.
+restart, memory compaction after deletes, the journal checkpoint at start, and injected I/O
+errors: a full disk in journal appends (a short write), in warm-file writes and in renames.
+After every step each record reads back as the model's acknowledged value, and no acknowledged
+delete comes back.
 
 Fault injection wraps the real `os` functions of the journal and warm-file modules (the call
 still goes to the OS unless a fault is armed); nothing else is replaced.
@@ -307,6 +308,8 @@ def test_the_engine_matches_a_dict_through_every_interleaving(
     monkeypatch.setattr(files_module, "os", faults.files_os())
     # Memory compaction (after many deletes) rebuilds every entry: let it happen in the model.
     monkeypatch.setattr(storage_module, "COMPACT_AFTER_REMOVED", 2)
+    # So is the journal checkpoint at start (files, a git commit, segments dropped).
+    monkeypatch.setattr(storage_module, "JOURNAL_CHECKPOINT_BYTES", 4096)
     machine = make_machine(faults)
     run_state_machine_as_test(
         machine,
