@@ -483,12 +483,11 @@ class HybridStorage:
     def _journal_full(self) -> bool:
         return self.journal.size_bytes() > JOURNAL_CHECKPOINT_BYTES
 
-    def checkpoint(self) -> int:
+    def checkpoint(self) -> None:
         """Warm files and a git commit (no push, no snapshot) now, so the journal segments they
-        cover are dropped. Returns the journal bytes left."""
+        cover are dropped."""
         self.tier_files_only()
         self.backup_git(push=False, compact=False)
-        return self.journal.size_bytes()
 
     def _write_dirty_files(self, report: TierReport) -> None:
         """Rewrite every warm file with changes, then drop the journal segments they cover.
@@ -668,7 +667,7 @@ class HybridStorage:
                 )
                 raise StorageError(f"record {collection}/{key} could not be read: {exc}") from None
 
-    def _set_entry(self, collection: str, key: str, entry: Entry, now: float) -> Entry | None:
+    def _set_entry(self, collection: str, key: str, entry: Entry, now: float) -> None:
         """The one way a record enters memory outside restore's bulk load: charge its bytes,
         queue its tiers, and tell the tiers an older copy of another class is gone."""
         coll = self._mem.get(collection)
@@ -693,11 +692,10 @@ class HybridStorage:
                 queued.pop(key, None)  # a put after a delete: the put is what git must hold
             if self._oldest_git_change is None:
                 self._oldest_git_change = now
-        return old
 
     def _remove_entry(
         self, collection: str, key: str, cls: PersistenceClass, when: float
-    ) -> Entry | None:
+    ) -> None:
         """The one way a record leaves for good (delete, replayed delete, adopted delete). The
         delete reaches the tiers of the class the journal names even when memory no longer holds
         the record (a replayed delete whose put the warm files already dropped)."""
@@ -712,7 +710,6 @@ class HybridStorage:
             if not coll:
                 del self._mem[collection]
         self._forget_in_tiers(collection, key, cls, when)
-        return old
 
     def _forget_in_tiers(
         self, collection: str, key: str, cls: PersistenceClass, when: float
