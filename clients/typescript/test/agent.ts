@@ -4,7 +4,7 @@
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { once } from "node:events";
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -154,6 +154,15 @@ export class Agent {
     if (child.signalCode === "SIGKILL") throw new Error("agent ignored SIGTERM");
   }
 
+  /** SIGKILL: no shutdown hook runs, the socket file stays behind (connections refused). */
+  async kill9(): Promise<void> {
+    const child = this.child;
+    if (child === undefined || !this.running()) return;
+    const exited = once(child, "exit");
+    child.kill("SIGKILL");
+    await exited;
+  }
+
   client(options: Partial<ClientOptions> = {}): SpineClient {
     return new SpineClient({ socketPath: this.socketPath, ...options });
   }
@@ -170,10 +179,5 @@ export class Agent {
     } finally {
       rmSync(this.dir, { recursive: true, force: true });
     }
-  }
-
-  /** The journal or files, read raw: proof that a write reached the disk. */
-  readData(relative: string): string {
-    return readFileSync(join(this.dir, "data", relative), "utf8");
   }
 }
