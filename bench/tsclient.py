@@ -39,7 +39,7 @@ def run_tsclient(systems: Systems, workdir: Path, repeats: int = 3) -> dict[str,
             "--values", str(values),
             "--ops", str(MAX_OPS),
             "--seconds", str(MAX_SECONDS),
-            "--repeats", str(repeats),
+            "--repeats", str(2 * repeats),  # even: each order equally often
             "--keys", str(len(systems.keys)),
         ],
         cwd=PACKAGE, capture_output=True, text=True, timeout=600, check=False,

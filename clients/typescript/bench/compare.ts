@@ -2,7 +2,8 @@
 // Run by the repository's `make bench` (bench/tsclient.py), which reads the JSON it prints:
 //   node dist/bench/compare.js --socket PATH --values FILE [--ops N] [--seconds S] [--repeats R]
 // Both sides use one keep-alive connection, parse and stringify JSON the same way, and run in
-// the same process, interleaved (raw, client, raw, client, ...), so load hits both alike.
+// the same process, interleaved (raw then client, then client then raw, ...), so load hits
+// both alike. Give an even --repeats.
 
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
@@ -106,9 +107,15 @@ async function main(): Promise<void> {
     },
   ];
   const samples = cases.map(() => [] as Sample[]);
+  // Cases come in pairs (raw, client) of one op; each pair runs in both orders, so neither
+  // side always follows the other (JIT warm-up, the agent's caches, the page cache).
   for (let r = 0; r < repeats; r++) {
-    for (const [index, c] of cases.entries()) {
-      samples[index]?.push(await timeOps(c.fn, r * 7919 + index * 104729));
+    for (let pair = 0; pair < cases.length; pair += 2) {
+      const order = r % 2 === 0 ? [pair, pair + 1] : [pair + 1, pair];
+      for (const index of order) {
+        const c = cases[index];
+        if (c) samples[index]?.push(await timeOps(c.fn, r * 7919 + index * 104729));
+      }
     }
   }
   await pool.close();
