@@ -17,6 +17,7 @@ import contextlib
 import ctypes
 import fcntl
 import gc
+import itertools
 import logging
 import os
 import pickle
@@ -635,7 +636,7 @@ class HybridStorage:
             for collection, override, items in plans:
                 name = self.files.file_name(collection, override)
                 pairs, kept = self._values_for_rewrite(name, items)
-                staged = self.files.stage(name, pairs)
+                staged = self.files.stage(name, pairs, [entry.version for _, entry in kept])
                 try:
                     self._install(collection, staged, kept)
                 except OSError:
@@ -1106,9 +1107,10 @@ class HybridStorage:
                 if not self._known_collection(collection):
                     continue
                 cls = PersistenceClass(cls_name) if cls_name else self.config.class_of(collection)
+                name = self.files.file_name(collection, cls_name)
+                versions = self.files.take_versions(name)
                 if cls.to_files:
-                    name = self.files.file_name(collection, cls_name)
-                    self._bulk_insert(collection, cls, records, loaded_at, name)
+                    self._bulk_insert(collection, cls, records, loaded_at, name, versions)
                     count += len(records)
         return count
 
@@ -1119,17 +1121,23 @@ class HybridStorage:
         records: list[tuple[str, bytes, int]],
         mtime: float,
         file_name: str | None,
+        versions: list[int] | None = None,
     ) -> None:
         """Restore's tight loop. With a file name the records are clean copies of that warm
-        file (evictable); without one (from git) they are dirty until the next pass writes them."""
+        file (evictable); without one (from git) they are dirty until the next pass writes them.
+        `versions` (the file's sidecar, line by line) keep the records' own versions; without
+        them a record's version is `mtime`'s."""
         override = None if cls is self.config.class_of(collection) else cls.value
         coll = self._mem.setdefault(collection, {})
         used, limit = self._bytes, self.config.memory_limit
-        for key, value, location in records:
+        stamps = versions if versions is not None else itertools.repeat(None)
+        for (key, value, location), version in zip(records, stamps, strict=False):
             old = coll.get(key)
             if old is not None and old.value is not None:
                 used -= old.size
-            entry = Entry(value, cls, mtime, file_name is None or location < 0, False)
+            written = mtime if version is None else version / 1_000_000
+            entry = Entry(value, cls, written, file_name is None or location < 0, False)
+            entry.atime = mtime  # idle since the load, as before versions existed
             if entry.dirty_files:
                 self._dirty_files.add((collection, override))
                 used += len(value) + ENTRY_OVERHEAD

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -149,3 +150,62 @@ def test_versions_survive_a_crash_through_the_journal(make_storage: Make, clock:
     assert {k: reopened.current_version("agents", k) for k in versions} == versions
     _, newer = reopened.put_versioned("agents", "c", 1)
     assert newer > max(v for v in versions.values() if v is not None)
+
+
+def test_versions_survive_a_clean_restart_through_the_warm_files(
+    make_storage: Make, clock: FakeClock
+) -> None:
+    """The pass writes each warm file's versions beside it; the journal is gone after close."""
+    storage = make_storage()
+    versions = {}
+    for n, key in enumerate(("a", "b", "c")):
+        clock.advance(1.5)
+        versions[("agents", key)] = storage.put_versioned("agents", key, n)[1]
+        versions[("stats", key)] = storage.put_versioned("stats", key, n)[1]  # session
+    storage.close()  # files written, critical records committed: the journal is dropped
+    clock.advance(60)
+    reopened = make_storage()
+    assert reopened.status()["restored_from"] == "files"
+    assert reopened.journal.size_bytes() == 0  # nothing replayed: the versions came from files
+    assert {k: reopened.current_version(*k) for k in versions} == versions
+
+
+def test_a_warm_file_without_its_sidecar_loads_with_the_file_time_as_version(
+    make_storage: Make, clock: FakeClock, tmp_path: Path
+) -> None:
+    """What an older agent left (no sidecar) or a hand edit: every record loads, and its
+    version is newer than any the agent handed out before, so an old ETag gets a 412."""
+    storage = make_storage()
+    _, before = storage.put_versioned("agents", "a", 1)
+    clock.advance(5)
+    storage.close()
+    sidecar = tmp_path / "storage" / ".agents.json.versions"
+    assert sidecar.exists()
+    sidecar.unlink()
+    reopened = make_storage()
+    assert reopened.get("agents", "a") == 1
+    after = reopened.current_version("agents", "a")
+    assert after is not None and after > before
+    with pytest.raises(PreconditionFailed):
+        reopened.put("agents", "a", 2, if_match=before)
+
+
+def test_a_sidecar_of_other_content_is_ignored(
+    make_storage: Make, clock: FakeClock, tmp_path: Path
+) -> None:
+    """A crash between the sidecar's rename and the file's leaves a sidecar bound to another
+    CRC: it must not lend its versions to the file's records."""
+    storage = make_storage()
+    storage.put("agents", "a", 1)
+    storage.tier()
+    root = tmp_path / "storage"
+    old_sidecar = (root / ".agents.json.versions").read_bytes()
+    clock.advance(1)
+    storage.put("agents", "a", 2)
+    storage.close()
+    (root / ".agents.json.versions").write_bytes(old_sidecar)
+    reopened = make_storage()
+    assert reopened.get("agents", "a") == 2
+    version = reopened.current_version("agents", "a")
+    old_version = int.from_bytes(old_sidecar[8:16], "little")
+    assert version is not None and version != old_version
