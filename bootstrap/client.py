@@ -37,11 +37,10 @@ class UnixHTTPConnection(http.client.HTTPConnection):
 
 def condition_headers(if_match: int | None = None, if_absent: bool = False) -> dict[str, str]:
     """The headers of a conditional write: If-Match "<version>" or If-None-Match: *."""
-    if if_match is not None and if_absent:
-        raise ValueError("give if_match or if_absent, not both")
-    if if_match is not None:
-        return {"If-Match": f'"{if_match}"'}
-    return {"If-None-Match": "*"} if if_absent else {}
+    headers = {"If-Match": f'"{if_match}"'} if if_match is not None else {}
+    if if_absent:
+        headers["If-None-Match"] = "*"
+    return headers
 
 
 def record_path(collection: str, key: str | None = None) -> str:

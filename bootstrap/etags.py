@@ -3,7 +3,8 @@
 A record's ETag is its version as a strong, quoted decimal: `"1732300000123456"`. The agent
 accepts the forms its semantics need and refuses the rest with one line naming the header, so
 a client never believes a condition was checked when it was not:
-- `If-Match: "<version>"`: one strong tag (a weak `W/"..."`, a list, or `*` is refused);
+- `If-Match: "<version>"`: one strong tag (a weak `W/"..."`, a list, or `*` is refused); the
+  quotes may be left out (`If-Match: 17`), which can mean nothing else;
 - `If-None-Match: *`: on PUT only, create only.
 """
 
@@ -62,7 +63,8 @@ def parse_if_match(raw: bytes) -> int:
         )
     if text.startswith("W/"):
         raise BadConditionHeader("If-Match: a weak ETag never matches; send the strong ETag")
-    if not (len(text) >= 3 and text[0] == text[-1] == '"'):
+    quoted = len(text) >= 3 and text[0] == text[-1] == '"'
+    if not quoted and not text.isdigit():
         raise BadConditionHeader(f'If-Match {text[:40]!r} must be one quoted ETag, e.g. "17"')
     return parse_version(text, "If-Match")
 
@@ -105,12 +107,13 @@ def conditions_from_headers(headers: list[tuple[bytes, bytes]], method: str) -> 
             if_none_match = value
     if if_match is None and if_none_match is None:
         return NONE
-    if if_match is not None and if_none_match is not None:
-        raise BadConditionHeader("If-Match and If-None-Match together: send one of them")
+    if_absent = False
     if if_none_match is not None:
         if method != "PUT":
             raise BadConditionHeader(f"If-None-Match is not supported on {method}")
         parse_if_none_match(if_none_match)
-        return Conditions(if_absent=True)
-    assert if_match is not None
-    return Conditions(if_match=parse_if_match(if_match))
+        if_absent = True
+    # Both together are evaluated as RFC 9110 §13.2.2 orders them, and can never both hold:
+    # the write is refused with 412 whatever is stored.
+    version = None if if_match is None else parse_if_match(if_match)
+    return Conditions(if_match=version, if_absent=if_absent)

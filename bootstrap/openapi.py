@@ -156,15 +156,15 @@ IF_MATCH = {
     "name": "If-Match",
     "in": "header",
     "required": False,
-    "description": 'Write only if the stored version is this one: one strong ETag, e.g. "17". '
-    "Else 412, nothing written (also when the record is absent).",
-    "schema": {"type": "string", "maxLength": 64, "pattern": '^"[0-9]{1,19}"$'},
+    "description": 'Write only if the stored version is this one: one strong ETag, e.g. "17" '
+    "(the quotes may be left out). Else 412, nothing written (also when the record is absent).",
+    "schema": {"type": "string", "maxLength": 64, "pattern": '^("[0-9]{1,19}"|[0-9]{1,19})$'},
 }
 IF_NONE_MATCH = {
     "name": "If-None-Match",
     "in": "header",
     "required": False,
-    "description": "`*`: create only; 412 if the record exists. Not with If-Match.",
+    "description": "`*`: create only; 412 if the record exists (with If-Match too: 412 always).",
     "schema": {"type": "string", "enum": ["*"]},
 }
 PRECONDITION_FAILED = {
