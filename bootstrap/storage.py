@@ -1217,7 +1217,8 @@ class HybridStorage:
                         log.error("git snapshot file unreadable; skipped", extra={"file": name})
                         continue
                     cls = PersistenceClass(names[1]) if names[1] else PersistenceClass.CRITICAL
-                    self._bulk_insert(names[0], cls, lines, snapshot_at, None)
+                    versions = self.files.versions_of_content(name, blob, len(lines))
+                    self._bulk_insert(names[0], cls, lines, snapshot_at, None, versions)
             for rec in changes:
                 if since is not None and rec.mtime <= since:
                     continue

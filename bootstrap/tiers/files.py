@@ -7,16 +7,20 @@ snapshot uses the same layout, so `render` and `parse` serve both tiers. A manif
 per file: a file that fails it and does not parse as JSON is moved to `quarantine/` and the
 agent starts without it.
 
-Each warm file written by a pass has a hidden sidecar, `.<file>.versions`: the records'
-versions (their ETags) in the file's line order, bound to the file by its CRC. A clean restart
-thus serves the same ETags as before it. A file without a valid sidecar (written by an older
-agent, edited by hand, or renamed without its sidecar by a crash) still loads: its records
-take the manifest's write time as their version, so an older ETag gets a 412, never a wrong
-match.
+Each warm file written by a pass has a hidden sidecar, `.<file>.<crc32>.versions`: the
+records' versions (their ETags) in the file's line order, named and checked by the CRC of the
+file content it belongs to. A restart thus serves the same ETags as before it, and so does a
+git snapshot of that same content. The new sidecar is written before its file is renamed into
+place and the old one removed after, so a crash or a failed rename in between leaves the right
+one for whichever file is in place. A file without a valid sidecar (written by an older agent,
+or edited by hand) still loads: its records take the manifest's write time as their version,
+so an older ETag gets a 412, never a wrong match.
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import logging
 import os
 import re
@@ -47,9 +51,9 @@ VERSIONS_MAGIC = b"SSKV"
 VERSIONS_HEAD = 8
 
 
-def versions_name(name: str) -> str:
-    """The hidden sidecar of a warm file (hidden: `*.json` globs never meet it)."""
-    return f".{name}.versions"
+def versions_name(name: str, data_crc: int) -> str:
+    """The hidden sidecar of one content of a warm file (hidden: `*.json` never meets it)."""
+    return f".{name}.{data_crc:08x}.versions"
 
 
 def encode_versions(data_crc: int, versions: list[int]) -> bytes:
@@ -219,7 +223,8 @@ class FilesTier:
         if versions is not None:
             try:
                 versions_tmp = write_durable_tmp(
-                    self.root / versions_name(name), encode_versions(state["crc"], versions)
+                    self.root / versions_name(name, state["crc"]),
+                    encode_versions(state["crc"], versions),
                 )
             except OSError:
                 tmp.unlink(missing_ok=True)
@@ -227,13 +232,19 @@ class FilesTier:
         return StagedFile(name, tmp, path, locations, meta, versions_tmp)
 
     def install(self, staged: StagedFile) -> None:
-        """Rename a staged file into place (cheap: the caller holds its readers' lock). The
-        sidecar goes first: a crash between the two leaves it bound to a CRC the old file does
-        not have, and it is ignored."""
+        """Rename a staged file into place (cheap: the caller holds its readers' lock). Its
+        sidecar goes first, under its own CRC-named file; the old content's sidecar is removed
+        once the new content is in place."""
+        crc = staged.meta["crc32"]
         if staged.versions_tmp is not None:
-            os.replace(staged.versions_tmp, self.root / versions_name(staged.name))
+            os.replace(staged.versions_tmp, self.root / versions_name(staged.name, crc))
         os.replace(staged.tmp, staged.path)
         self._manifest[staged.name] = staged.meta
+        keep = versions_name(staged.name, crc)
+        for old in self.root.glob(f".{glob.escape(staged.name)}.*.versions"):
+            if old.name != keep:
+                with contextlib.suppress(OSError):  # a leftover costs only disk
+                    old.unlink()
 
     @staticmethod
     def discard(staged: StagedFile) -> None:
@@ -295,10 +306,15 @@ class FilesTier:
 
     def _read_versions(self, name: str, data_crc: int, count: int) -> list[int] | None:
         try:
-            blob = (self.root / versions_name(name)).read_bytes()
+            blob = (self.root / versions_name(name, data_crc)).read_bytes()
         except OSError:
             return None
         return decode_versions(blob, data_crc, count)
+
+    def versions_of_content(self, name: str, data: bytes, count: int) -> list[int] | None:
+        """The versions of a warm file's content held elsewhere (a git snapshot blob), when
+        this storage path still has that content's sidecar."""
+        return self._read_versions(name, zlib.crc32(data), count)
 
     def take_versions(self, name: str) -> list[int] | None:
         """The versions of a file the last load() yielded, in line order (once: restore

@@ -7,15 +7,19 @@ storage lock: a lost precondition writes nothing, not even a journal line.
 
 from __future__ import annotations
 
+import errno
 import itertools
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from bootstrap.config import config_from_mapping
 from bootstrap.errors import PreconditionFailed
-from bootstrap.storage import HybridStorage
+from bootstrap.storage import HybridStorage, StorageFull
 
 from .conftest import FakeClock
 
@@ -179,9 +183,9 @@ def test_a_warm_file_without_its_sidecar_loads_with_the_file_time_as_version(
     _, before = storage.put_versioned("agents", "a", 1)
     clock.advance(5)
     storage.close()
-    sidecar = tmp_path / "storage" / ".agents.json.versions"
-    assert sidecar.exists()
-    sidecar.unlink()
+    sidecars = list((tmp_path / "storage").glob(".agents.json.*.versions"))
+    assert len(sidecars) == 1
+    sidecars[0].unlink()
     reopened = make_storage()
     assert reopened.get("agents", "a") == 1
     after = reopened.current_version("agents", "a")
@@ -193,19 +197,82 @@ def test_a_warm_file_without_its_sidecar_loads_with_the_file_time_as_version(
 def test_a_sidecar_of_other_content_is_ignored(
     make_storage: Make, clock: FakeClock, tmp_path: Path
 ) -> None:
-    """A crash between the sidecar's rename and the file's leaves a sidecar bound to another
-    CRC: it must not lend its versions to the file's records."""
+    """A sidecar whose header names another content (a copy, a hand edit) must not lend its
+    versions to the file's records."""
     storage = make_storage()
-    storage.put("agents", "a", 1)
+    _, first = storage.put_versioned("agents", "a", 1)
     storage.tier()
     root = tmp_path / "storage"
-    old_sidecar = (root / ".agents.json.versions").read_bytes()
+    (old_sidecar,) = root.glob(".agents.json.*.versions")
+    old_bytes = old_sidecar.read_bytes()
+    assert int.from_bytes(old_bytes[8:16], "little") == first
     clock.advance(1)
     storage.put("agents", "a", 2)
     storage.close()
-    (root / ".agents.json.versions").write_bytes(old_sidecar)
+    (current,) = root.glob(".agents.json.*.versions")  # the old content's sidecar is gone
+    assert current != old_sidecar
+    current.write_bytes(old_bytes)
     reopened = make_storage()
     assert reopened.get("agents", "a") == 2
     version = reopened.current_version("agents", "a")
-    old_version = int.from_bytes(old_sidecar[8:16], "little")
-    assert version is not None and version != old_version
+    assert version is not None and version > first
+
+
+def test_a_failed_rename_after_the_sidecar_keeps_every_version(
+    make_storage: Make, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The new sidecar is in place, the file's rename fails (disk full), the agent dies: the
+    old file's records keep their versions from the old sidecar, the newer write its version
+    from the journal."""
+    storage = make_storage()
+    versions = {k: storage.put_versioned("agents", k, k)[1] for k in ("a", "b")}
+    storage.close()
+    storage = make_storage()
+    clock.advance(1)
+    versions["a"] = storage.put_versioned("agents", "a", "again")[1]
+    real_replace = os.replace
+
+    def replace(src: Any, dst: Any) -> None:
+        if str(dst).endswith("/agents.json"):
+            raise OSError(errno.ENOSPC, "No space left on device (injected)")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(StorageFull):
+        storage.tier()
+    monkeypatch.setattr(os, "replace", real_replace)
+    storage.abandon()
+    reopened = make_storage()
+    assert {k: reopened.current_version("agents", k) for k in versions} == versions
+    assert reopened.get("agents", "a") == "again"
+
+
+class TickingClock(FakeClock):
+    """Moves a millisecond on every reading: a snapshot is then newer than the file pass
+    before it, as it is on a real clock."""
+
+    def __call__(self) -> float:
+        self.now += 0.001
+        return self.now
+
+
+def test_versions_survive_a_crash_right_after_a_git_snapshot(tmp_path: Path) -> None:
+    """A snapshot newer than the warm files is applied over them at start: its records take
+    their versions from the sidecar of the same content, not the snapshot's time."""
+    clock = TickingClock()
+    config = config_from_mapping({"storage_path": str(tmp_path / "storage")})
+
+    def open_storage() -> HybridStorage:
+        storage = HybridStorage(config, clock=clock)
+        storage.initialize()
+        return storage
+
+    storage = open_storage()
+    versions = {k: storage.put_versioned("agents", k, k)[1] for k in ("a", "b")}
+    storage.backup_git(push=False)  # the first backup is a snapshot, after a file pass
+    assert storage.git.state.snapshot_at > (storage.files.written_at or 0)
+    storage.abandon()
+    reopened = open_storage()
+    assert reopened.journal.size_bytes() == 0  # nothing replayed: files, then the snapshot
+    assert {k: reopened.current_version("agents", k) for k in versions} == versions
+    reopened.close(backup=False)
