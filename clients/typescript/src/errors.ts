@@ -1,6 +1,11 @@
 // Typed errors: one class per answer a caller acts on differently. Every error the client
 // throws is a SpineError, so `catch (e) { if (e instanceof SpineError) ... }` sees them all.
 
+import type { components } from "./schema.js";
+
+/** An error body: `{"error": ...}`, and on 412 also `current_version`. */
+type ErrorBody = Partial<components["schemas"]["Error"] & components["schemas"]["PreconditionFailed"]>;
+
 /** Any failure of a call to the agent. `status` is the HTTP status, absent when no answer came. */
 export class SpineError extends Error {
   readonly status: number | undefined;
@@ -61,7 +66,7 @@ export function errorFromAnswer(status: number, body: string): SpineError {
   try {
     const parsed: unknown = JSON.parse(body);
     if (parsed !== null && typeof parsed === "object") {
-      const fields = parsed as { error?: unknown; current_version?: unknown };
+      const fields = parsed as ErrorBody;
       if (typeof fields.error === "string") message = fields.error;
       if (typeof fields.current_version === "number") currentVersion = fields.current_version;
     }

@@ -469,7 +469,7 @@ export interface paths {
             };
             cookie?: never;
         };
-        /** Read one record's JSON value. */
+        /** Read one record's JSON value; the ETag header carries its version. */
         get: {
             parameters: {
                 query?: never;
@@ -485,6 +485,8 @@ export interface paths {
                 /** @description the value */
                 200: {
                     headers: {
+                        /** @description The record's version as a strong ETag: a quoted decimal, e.g. "17" */
+                        ETag?: string;
                         [name: string]: unknown;
                     };
                     content: {
@@ -538,13 +540,18 @@ export interface paths {
                 };
             };
         };
-        /** Store a JSON value; critical records are durable when this answers. */
+        /** Store a JSON value; critical records are durable when this answers. With If-Match or If-None-Match: * the write is conditional. */
         put: {
             parameters: {
                 query?: {
                     class?: "critical" | "session" | "cache";
                 };
-                header?: never;
+                header?: {
+                    /** @description Write only if the stored version is this one: one strong ETag, e.g. "17" (the quotes may be left out). Else 412, nothing written (also when the record is absent). */
+                    "If-Match"?: string;
+                    /** @description `*`: create only; 412 if the record exists (with If-Match too: 412 always). */
+                    "If-None-Match"?: "*";
+                };
                 path: {
                     collection: string;
                     key: string;
@@ -560,13 +567,15 @@ export interface paths {
                 /** @description stored */
                 200: {
                     headers: {
+                        /** @description The record's version as a strong ETag: a quoted decimal, e.g. "17" */
+                        ETag?: string;
                         [name: string]: unknown;
                     };
                     content: {
                         "application/json": components["schemas"]["Stored"];
                     };
                 };
-                /** @description bad name, bad JSON, a value it cannot keep exactly, bad class */
+                /** @description bad name, bad JSON, a value it cannot keep exactly, bad class, or a malformed If-Match or If-None-Match (the message names the header) */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -582,6 +591,17 @@ export interface paths {
                     };
                     content: {
                         "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description the condition failed, nothing written; current_version is the stored version (null: absent), also in the ETag header when the record exists */
+                412: {
+                    headers: {
+                        /** @description The record's version as a strong ETag: a quoted decimal, e.g. "17" */
+                        ETag?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["PreconditionFailed"];
                     };
                 };
                 /** @description value over max_value_size */
@@ -602,7 +622,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description over api.max_connections; the connection is closed */
+                /** @description over api.max_connections (the connection is closed), or the store that decides a conditional write is unreachable (nothing written) */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -623,11 +643,14 @@ export interface paths {
             };
         };
         post?: never;
-        /** Delete one record from every tier it travels to. */
+        /** Delete one record from every tier it travels to; with If-Match, only that version. */
         delete: {
             parameters: {
                 query?: never;
-                header?: never;
+                header?: {
+                    /** @description Write only if the stored version is this one: one strong ETag, e.g. "17" (the quotes may be left out). Else 412, nothing written (also when the record is absent). */
+                    "If-Match"?: string;
+                };
                 path: {
                     collection: string;
                     key: string;
@@ -645,7 +668,7 @@ export interface paths {
                         "application/json": components["schemas"]["Deleted"];
                     };
                 };
-                /** @description bad collection or key name (also: not valid UTF-8) */
+                /** @description bad collection or key name, or a malformed If-Match or If-None-Match (the message names the header) */
                 400: {
                     headers: {
                         [name: string]: unknown;
@@ -672,6 +695,17 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
+                /** @description the condition failed, nothing written; current_version is the stored version (null: absent), also in the ETag header when the record exists */
+                412: {
+                    headers: {
+                        /** @description The record's version as a strong ETag: a quoted decimal, e.g. "17" */
+                        ETag?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["PreconditionFailed"];
+                    };
+                };
                 /** @description the request head is over api.max_header_bytes */
                 431: {
                     headers: {
@@ -681,7 +715,7 @@ export interface paths {
                         "application/json": components["schemas"]["Error"];
                     };
                 };
-                /** @description over api.max_connections; the connection is closed */
+                /** @description over api.max_connections (the connection is closed), or the store that decides a conditional write is unreachable (nothing written) */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -884,6 +918,10 @@ export interface components {
             /** @enum {unknown} */
             status: "ok";
         };
+        PreconditionFailed: {
+            current_version: number | null;
+            error: string;
+        };
         RecordList: {
             collection: string;
             records: {
@@ -911,6 +949,7 @@ export interface components {
             collection: string;
             key: string;
             ok: boolean;
+            version: number;
         };
         TierReport: {
             evicted?: number;

@@ -32,7 +32,7 @@ describe("versions and conditional writes", () => {
     const read = await client.getVersioned("tasks", "v1");
     assert.deepEqual(read.value, { state: "queued" });
     assert.ok(Number.isSafeInteger(read.version) && read.version > 0);
-    assert.equal((stored as { version?: number }).version, read.version);
+    assert.equal(stored.version, read.version);
     await assert.rejects(client.getVersioned("tasks", "none"), NotFound);
   });
 
