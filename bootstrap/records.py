@@ -152,6 +152,12 @@ def exact_bytes(data: bytes) -> bytes:
     return memoryview(data).tobytes()
 
 
+def version_of(mtime: float) -> int:
+    """A record's version from its mtime (float seconds): exact for the write clock's values,
+    whose mtime is `version / 1e6`."""
+    return round(mtime * 1_000_000)
+
+
 class Entry:
     """One record in memory. The value is kept as compact JSON bytes: cheaper than a parsed object
     (RSS at 100k records) and served over the socket without re-encoding."""
@@ -173,6 +179,12 @@ class Entry:
         self.dirty_files = dirty_files
         self.dirty_git = dirty_git
         self.loc: int | None = None  # packed (offset, length) of its line in its warm file
+
+    @property
+    def version(self) -> int:
+        """The record's version (its ETag): the write clock's microseconds, kept as the mtime
+        that every tier already persists, so it needs no field of its own."""
+        return version_of(self.mtime)
 
     @property
     def size(self) -> int:

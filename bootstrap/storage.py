@@ -17,6 +17,7 @@ import contextlib
 import ctypes
 import fcntl
 import gc
+import itertools
 import logging
 import os
 import pickle
@@ -31,6 +32,7 @@ from typing import Any
 import orjson
 
 from .config import AgentConfig
+from .errors import PreconditionFailed
 from .records import (
     ENTRY_OVERHEAD,
     Entry,
@@ -40,6 +42,7 @@ from .records import (
     check_key,
     exact_bytes,
     validate_value,
+    version_of,
 )
 from .tiers.files import FilesTier, StagedFile, parse, read_value
 from .tiers.git import GitRecord, GitTier, GitUnavailable, RemoteMoved, redact
@@ -165,6 +168,7 @@ class HybridStorage:
         self._push_lock = threading.Lock()
         self._remote_checked = False
         self._lock_fd = -1
+        self._last_version = 0  # the write clock (µs): every write takes a larger value
 
     # == lifecycle ========================================================================
     def initialize(self) -> str:
@@ -196,6 +200,7 @@ class HybridStorage:
             gc.freeze()
             release_free_heap()
         self._ensure_views()
+        self._seed_write_clock()
         if self.journal.size_bytes() > JOURNAL_CHECKPOINT_BYTES:
             self.checkpoint()
         if (
@@ -290,13 +295,35 @@ class HybridStorage:
         value: Any,
         cls: str | PersistenceClass | None = None,
         wait: bool = True,
+        *,
+        if_match: int | None = None,
+        if_absent: bool = False,
     ) -> int:
-        """Store a JSON-able value. Critical puts are durable when this returns (wait=True)."""
+        """Store a JSON-able value. Critical puts are durable when this returns (wait=True).
+        Returns the journal sequence number; `put_versioned` also returns the new version."""
+        return self.put_versioned(
+            collection, key, value, cls, wait, if_match=if_match, if_absent=if_absent
+        )[0]
+
+    def put_versioned(
+        self,
+        collection: str,
+        key: str,
+        value: Any,
+        cls: str | PersistenceClass | None = None,
+        wait: bool = True,
+        *,
+        if_match: int | None = None,
+        if_absent: bool = False,
+    ) -> tuple[int, int]:
+        """`put` returning (journal sequence number, the record's new version)."""
         try:
             data = orjson.dumps(value)
         except TypeError as exc:
             raise BadRequest(f"value is not JSON-serialisable: {exc}") from None
-        return self.put_json(collection, key, data, cls, wait=wait, canonical=True)
+        return self.put_json_versioned(
+            collection, key, data, cls, wait, True, if_match=if_match, if_absent=if_absent
+        )
 
     def put_json(
         self,
@@ -308,6 +335,24 @@ class HybridStorage:
         canonical: bool = False,
     ) -> int:
         """Store raw JSON bytes (the socket API's path). Returns the journal sequence number."""
+        return self.put_json_versioned(collection, key, raw, cls, wait, canonical)[0]
+
+    def put_json_versioned(
+        self,
+        collection: str,
+        key: str,
+        raw: bytes,
+        cls: str | PersistenceClass | None = None,
+        wait: bool = True,
+        canonical: bool = False,
+        *,
+        if_match: int | None = None,
+        if_absent: bool = False,
+    ) -> tuple[int, int]:
+        """`put_json` returning (journal sequence number, new version). With `if_match` the
+        write happens only if the stored version is that one; with `if_absent` only if there is
+        no record. Both are decided under the storage lock, so of two writers holding the same
+        version exactly one wins; the other gets PreconditionFailed and nothing is written."""
         self._check_names(collection, key)
         pclass = self.resolve_class(collection, cls)
         if len(raw) > self.config.max_value_size:
@@ -319,11 +364,14 @@ class HybridStorage:
         except InvalidValue as exc:
             raise BadRequest(str(exc)) from None
         raw = exact_bytes(raw)
-        now = self.clock()
         tombstoned_critical = False
         with self._lock:
             coll = self._mem.get(collection)
             old = coll.get(key) if coll is not None else None
+            if if_match is not None or if_absent:
+                self._check_precondition(collection, key, old, if_match, if_absent)
+            version = self._next_version(old)
+            now = version / 1_000_000
             try:
                 if pclass.to_files:
                     seq = self.journal.append(collection, key, pclass.value, raw, now)
@@ -346,7 +394,49 @@ class HybridStorage:
                 self.on_pressure()  # an early pass checkpoints the journal
         if (wait and pclass is PersistenceClass.CRITICAL) or tombstoned_critical:
             self.sync(seq)
-        return seq
+        return seq, version
+
+    def _next_version(self, old: Entry | None) -> int:
+        """Tick the write clock (caller holds the lock): max(now µs, last + 1, the record's own
+        version + 1). Strictly increasing, so a version is never handed out twice, even when
+        the system clock steps back or a merged backup carries a time from the future."""
+        version = max(version_of(self.clock()), self._last_version + 1)
+        if old is not None and old.version >= version:
+            version = old.version + 1
+        self._last_version = version
+        return version
+
+    def _seed_write_clock(self) -> None:
+        """After restore: the clock starts past every version loaded, so a record deleted and
+        written again never gets a version a client saw before."""
+        newest = max(self.files.written_at or 0.0, self.git.state.written_at or 0.0)
+        with self._lock:
+            for coll in self._mem.values():
+                for entry in coll.values():
+                    if entry.mtime > newest:
+                        newest = entry.mtime
+            self._last_version = max(self._last_version, version_of(newest))
+
+    def _check_precondition(
+        self,
+        collection: str,
+        key: str,
+        old: Entry | None,
+        if_match: int | None,
+        if_absent: bool,
+    ) -> None:
+        """Raise PreconditionFailed unless the stored record is as the writer expects."""
+        current = None if old is None else old.version
+        if if_absent and current is not None:
+            raise PreconditionFailed(
+                current, f"precondition failed: {collection}/{key} exists (version {current})"
+            )
+        if if_match is not None and current != if_match:
+            shown = "is absent" if current is None else f"is at version {current}"
+            raise PreconditionFailed(
+                current,
+                f"precondition failed: {collection}/{key} {shown}, not {if_match}",
+            )
 
     def sync(self, seq: int | None = None) -> None:
         """Make journaled writes up to `seq` durable (fdatasync, shared between callers)."""
@@ -373,15 +463,46 @@ class HybridStorage:
         raw = self.get_json(collection, key)
         return default if raw is None else orjson.loads(raw)
 
-    def delete(self, collection: str, key: str, wait: bool = True) -> bool:
-        """Remove a record everywhere it may travel. False when it did not exist."""
-        self._check_names(collection, key)
-        now = self.clock()
-        with self._lock:
+    def get_json_versioned(self, collection: str, key: str) -> tuple[bytes, int] | None:
+        """(JSON bytes, version) read together, or None: the pair a conditional write needs."""
+        while True:
             coll = self._mem.get(collection)
             entry = coll.get(key) if coll is not None else None
             if entry is None:
+                self.counters.misses += 1
+                return None
+            raw = self.get_json(collection, key)
+            # A write between the two reads replaced the entry: read the pair again.
+            coll = self._mem.get(collection)
+            if raw is not None and coll is not None and coll.get(key) is entry:
+                return raw, entry.version
+
+    def get_versioned(self, collection: str, key: str) -> tuple[Any, int] | None:
+        """(value, version), or None when the record is absent."""
+        found = self.get_json_versioned(collection, key)
+        return None if found is None else (orjson.loads(found[0]), found[1])
+
+    def current_version(self, collection: str, key: str) -> int | None:
+        """The stored version, or None when the record is absent."""
+        coll = self._mem.get(collection)
+        entry = coll.get(key) if coll is not None else None
+        return None if entry is None else entry.version
+
+    def delete(
+        self, collection: str, key: str, wait: bool = True, *, if_match: int | None = None
+    ) -> bool:
+        """Remove a record everywhere it may travel. False when it did not exist. With
+        `if_match`, only if the stored version is that one (else PreconditionFailed, also
+        when the record is absent)."""
+        self._check_names(collection, key)
+        with self._lock:
+            coll = self._mem.get(collection)
+            entry = coll.get(key) if coll is not None else None
+            if if_match is not None:
+                self._check_precondition(collection, key, entry, if_match, False)
+            if entry is None:
                 return False
+            now = self._next_version(entry) / 1_000_000
             seq = 0
             if entry.cls.to_files:
                 try:
@@ -515,7 +636,7 @@ class HybridStorage:
             for collection, override, items in plans:
                 name = self.files.file_name(collection, override)
                 pairs, kept = self._values_for_rewrite(name, items)
-                staged = self.files.stage(name, pairs)
+                staged = self.files.stage(name, pairs, [entry.version for _, entry in kept])
                 try:
                     self._install(collection, staged, kept)
                 except OSError:
@@ -986,9 +1107,10 @@ class HybridStorage:
                 if not self._known_collection(collection):
                     continue
                 cls = PersistenceClass(cls_name) if cls_name else self.config.class_of(collection)
+                name = self.files.file_name(collection, cls_name)
+                versions = self.files.take_versions(name)
                 if cls.to_files:
-                    name = self.files.file_name(collection, cls_name)
-                    self._bulk_insert(collection, cls, records, loaded_at, name)
+                    self._bulk_insert(collection, cls, records, loaded_at, name, versions)
                     count += len(records)
         return count
 
@@ -999,17 +1121,23 @@ class HybridStorage:
         records: list[tuple[str, bytes, int]],
         mtime: float,
         file_name: str | None,
+        versions: list[int] | None = None,
     ) -> None:
         """Restore's tight loop. With a file name the records are clean copies of that warm
-        file (evictable); without one (from git) they are dirty until the next pass writes them."""
+        file (evictable); without one (from git) they are dirty until the next pass writes them.
+        `versions` (the file's sidecar, line by line) keep the records' own versions; without
+        them a record's version is `mtime`'s."""
         override = None if cls is self.config.class_of(collection) else cls.value
         coll = self._mem.setdefault(collection, {})
         used, limit = self._bytes, self.config.memory_limit
-        for key, value, location in records:
+        stamps = versions if versions is not None else itertools.repeat(None)
+        for (key, value, location), version in zip(records, stamps, strict=False):
             old = coll.get(key)
             if old is not None and old.value is not None:
                 used -= old.size
-            entry = Entry(value, cls, mtime, file_name is None or location < 0, False)
+            written = mtime if version is None else version / 1_000_000
+            entry = Entry(value, cls, written, file_name is None or location < 0, False)
+            entry.atime = mtime  # idle since the load, as before versions existed
             if entry.dirty_files:
                 self._dirty_files.add((collection, override))
                 used += len(value) + ENTRY_OVERHEAD
@@ -1089,7 +1217,8 @@ class HybridStorage:
                         log.error("git snapshot file unreadable; skipped", extra={"file": name})
                         continue
                     cls = PersistenceClass(names[1]) if names[1] else PersistenceClass.CRITICAL
-                    self._bulk_insert(names[0], cls, lines, snapshot_at, None)
+                    versions = self.files.versions_of_content(name, blob, len(lines))
+                    self._bulk_insert(names[0], cls, lines, snapshot_at, None, versions)
             for rec in changes:
                 if since is not None and rec.mtime <= since:
                     continue
