@@ -51,7 +51,7 @@ LOCK_NAME = ".agent.lock"
 # it bounds replay time and memory after a crash, also for an agent that never lives to its
 # first pass.
 JOURNAL_CHECKPOINT_BYTES = 32 * 1024 * 1024
-RESTORE_SOURCES = ("empty", "files", "git-local", "git-remote")
+RESTORE_SOURCES = ("empty", "files", "git-local", "git-remote", "postgres")
 BACKGROUND_PUBLISH_TIMEOUT = 30.0
 TierReport = PassReport  # the name the lifecycle and the API know
 

@@ -133,3 +133,17 @@ def test_sync_refuses_a_write_with_503_when_postgres_is_unreachable(
         storage.put("cache", "c", {"v": 1})  # memory-only classes are not affected
     finally:
         storage.close(backup=False)
+
+
+def test_the_section_comes_from_the_environment_too(pg_db: PgDatabase) -> None:
+    from bootstrap.config import load_config
+
+    section = pg_db.section()
+    env = {
+        "SUPER_SPINE_POSTGRES__DSN": str(section["dsn"]),
+        "SUPER_SPINE_POSTGRES__PASSWORD_FILE": str(section["password_file"]),
+        "SUPER_SPINE_POSTGRES__WRITE": "async",
+    }
+    config = load_config(None, env=env)
+    assert config.postgres is not None and config.postgres.write == "async"
+    assert "postgres" in config.routes["critical"]
