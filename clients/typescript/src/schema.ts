@@ -930,15 +930,19 @@ export interface components {
             truncated: boolean;
         };
         Status: {
-            backup: Record<string, unknown>;
+            backup?: Record<string, unknown>;
             classes: Record<string, unknown>;
             collections: {
                 [key: string]: number;
             };
             dirty: Record<string, unknown>;
             host: string;
+            journal: {
+                bytes: number;
+            };
             records: number;
             restored_from: string | null;
+            routes: Record<string, unknown>;
             storage_path: string;
             tiers: Record<string, unknown>;
             uptime_s: number;
