@@ -138,11 +138,11 @@ class HybridStorage:
         for replica in self.replicas:
             replica.open()
         self.restored_from, replayed = restoring.restore(self.replicas, self.memory, self.journal)
-        self._seed_write_clock()
         if self._journal_full():
             self.checkpoint()
         for replica in self.replicas:
             replica.ready(self.restored_from)
+        self._seed_write_clock()
         self._open = True
         log.info(
             "storage ready",

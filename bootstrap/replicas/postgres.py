@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 
 from ..errors import BadRequest
 from ..errors import ValueTooLarge as TooLarge
+from ..memory import bulk_load
 from ..records import Change, Entry, PersistenceClass, version_of
 from ..tiers import TierUnavailable
 from ..tiers.postgres import PostgresTier, PreconditionFailed, ValueTooLarge
@@ -76,6 +77,7 @@ class PostgresReplica:
         self._stop = threading.Event()
         self._mark: int | None = None
         self._following = False  # the listener runs (it reconnects by itself from then on)
+        self._restored: list[Change] = []  # read at restore, taken once the journal is in
         self._connector: threading.Thread | None = None
 
     # -- connection ------------------------------------------------------------------------
@@ -330,25 +332,24 @@ class PostgresReplica:
 
     # -- restore -----------------------------------------------------------------------------
     def restore_all(self) -> str | None:
-        """An empty disk: every row of the database (one COPY), tombstones left out."""
+        """An empty disk: every row of the database (one COPY), tombstones left out. Taken in
+        `ready`, after the journal replay (see restore_newer)."""
         if not self._opened:
             return None
         reader = self.backend.read(None)
-        rows = list(reader)
+        self._restored = list(reader)
         self._mark = reader.mark
-        if not rows:
-            return None
-        self.take(rows)
-        return self.name
+        return self.name if any(c.value is not None for c in self._restored) else None
 
     def restore_newer(self, since: float, lost: list[str]) -> None:
-        """A local copy was restored: take every row newer than it (deletes included)."""
+        """A local copy was restored: every row newer than it (deletes included) is taken in
+        `ready`, after the journal replay, newest wins by version: a replayed journal line
+        older than what another agent wrote since must not stand over it."""
         if not self._opened:
             return
         reader = self.backend.read(None)
-        rows = list(reader)
+        self._restored = list(reader)
         self._mark = reader.mark
-        self.take(rows)
 
     def restore_mark(self) -> tuple[float | None, list[str]]:
         return None, []
@@ -356,6 +357,10 @@ class PostgresReplica:
     def ready(self, restored_from: str) -> None:
         """Start taking other agents' changes from the restore's mark on; with PostgreSQL
         away, start the connector that does it once it is back."""
+        restored, self._restored = self._restored, []
+        if restored:
+            with bulk_load():
+                self.take(restored)
         if self._opened and self._mark is not None:
             self._listen(self._mark)
             return

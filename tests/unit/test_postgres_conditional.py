@@ -257,3 +257,20 @@ def test_a_412_carries_no_secret_and_postgres_decides_with_the_psycopg_error_hid
     assert lost.value.current_version is None
     assert str(lost.value) == "precondition failed: agents/missing is absent"
     assert not isinstance(lost.value, psycopg.Error)
+
+
+@pytest.mark.parametrize("write", MODES)
+def test_a_replayed_journal_line_does_not_stand_over_a_newer_write_from_another_agent(
+    agent: Agent, write: str
+) -> None:
+    """b's journal still holds its own older write when b restarts after a crash; a wrote the
+    key since: b serves a's value and version, not its replayed line."""
+    a, b = agent("a", write), agent("b", write)
+    b.put("agents", "k", "b's, older")
+    shipped(b)
+    wait_until(lambda: a.get("agents", "k") == "b's, older", "a to see b's write")
+    b.abandon()  # kill -9: the journal is not checkpointed
+    _, newer = a.put_versioned("agents", "k", "a's, newer")
+    shipped(a)
+    again = agent("b", write)
+    assert again.get_versioned("agents", "k") == ("a's, newer", newer)
