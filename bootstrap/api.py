@@ -24,6 +24,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from .api_batch import PATHS as BATCH_PATHS
+from .api_batch import BatchEndpoint
 from .errors import PreconditionFailed, Unavailable
 from .etags import NONE, BadConditionHeader, Conditions, conditions_from_headers, format_etag
 from .openapi import MAX_LIST_LIMIT, openapi_document
@@ -353,14 +355,21 @@ def build_app(
         routes=routes, exception_handlers={StorageError: storage_error, HTTPException: http_error}
     )
     records = RecordsEndpoint(storage, group)
+    batches = BatchEndpoint(storage, group.wait)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        """Record reads and writes take the fast path; everything else goes to Starlette."""
-        if scope["type"] == "http" and scope["path"].startswith(RECORD_PREFIX):
-            rest = scope["path"][len(RECORD_PREFIX) :]
-            slash = rest.find("/")
-            if slash >= 0:
-                await records(scope, receive, send, rest[:slash], rest[slash + 1 :])
+        """Record reads and writes, bulk requests and transactions take the fast path;
+        everything else goes to Starlette."""
+        if scope["type"] == "http":
+            path = scope["path"]
+            if path.startswith(RECORD_PREFIX):
+                rest = path[len(RECORD_PREFIX) :]
+                slash = rest.find("/")
+                if slash >= 0:
+                    await records(scope, receive, send, rest[:slash], rest[slash + 1 :])
+                    return
+            elif path in BATCH_PATHS:
+                await batches(scope, receive, send)
                 return
         await starlette_app(scope, receive, send)
 

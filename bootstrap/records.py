@@ -112,7 +112,7 @@ def validate_value(raw: bytes, reencode: bool = True) -> bytes:
     if not reencode:
         return raw
     if _LONG_DIGITS.search(raw):  # before orjson, which reads 10**400 as "infinity"
-        _check_integers(raw)
+        check_integers(raw)
     try:
         parsed = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -132,7 +132,7 @@ def _nested_deeper_than(raw: bytes, limit: int) -> bool:
     return bool(brackets)
 
 
-def _check_integers(raw: bytes) -> None:
+def check_integers(raw: bytes) -> None:
     for match in _NUMBER.finditer(_STRING.sub(b'""', raw)):
         token = match.group()
         if b"." in token or b"e" in token or b"E" in token:
