@@ -4,7 +4,10 @@ test_openapi_fuzz.py), and the TypeScript client will be generated from it."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
+
+import orjson
 
 from .etags import MAX_VERSION
 from .records import (
@@ -319,3 +322,15 @@ def openapi_document() -> dict[str, Any]:
         # Checked on TCP only: on the unix socket, the socket's file mode is the access control.
         "security": [{"bearer": []}],
     }
+
+
+def main() -> None:
+    """`python -m bootstrap.openapi` prints the document: the TypeScript client's types are
+    generated from it (clients/typescript, `npm run gen`), and its test fails when they differ."""
+    sys.stdout.buffer.write(
+        orjson.dumps(openapi_document(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+    )
+
+
+if __name__ == "__main__":
+    main()
