@@ -142,6 +142,34 @@ class OpResult:
         return body
 
 
+# -- the wire form (clients) ------------------------------------------------------------------
+def read_body(names: Sequence[tuple[str, str]]) -> bytes:
+    """The body of POST /v1/bulk/get."""
+    return orjson.dumps({"records": [{"collection": c, "key": k} for c, k in names]})
+
+
+def wire(op: Put | Delete | Check) -> dict[str, Any]:
+    """One operation as the HTTP API takes it (fields left at their default are left out)."""
+    kind = {Put: "put", Delete: "delete", Check: "check"}[type(op)]
+    body: dict[str, Any] = {"op": kind, "collection": op.collection, "key": op.key}
+    if isinstance(op, Put):
+        body["value"] = op.value
+        if op.cls is not None:
+            body["class"] = op.cls
+        if op.ttl is not None:
+            body["ttl"] = op.ttl
+    if op.if_match is not None:
+        body["if_match"] = op.if_match
+    if getattr(op, "if_absent", False):
+        body["if_absent"] = True
+    return body
+
+
+def operations_body(operations: Sequence[Put | Delete | Check]) -> bytes:
+    """The body of POST /v1/bulk/write and /v1/transaction."""
+    return orjson.dumps({"operations": [wire(op) for op in operations]})
+
+
 # -- single values --------------------------------------------------------------------------
 def check_ttl(value: Any, where: str = "ttl") -> int:
     """A time to live in whole seconds, 1 to MAX_TTL."""
