@@ -105,8 +105,7 @@ class StorageCollector(Collector):
                 "spine_dirty_records",
                 "Records not yet written to a tier, by tier",
                 "tier",
-                status["dirty"]
-                and {"files": status["dirty"]["files"], "git": status["dirty"]["git"]},
+                {k: v for k, v in status["dirty"].items() if k != "unevictable_over_limit"},
             ),
         ]
         for name, doc, label, values in gauges:
@@ -115,6 +114,7 @@ class StorageCollector(Collector):
                 family.add_metric([key], value)
             yield family
         memory = status["tiers"]["memory"]
+        backup = status.get("backup", {})
         simple = {
             "spine_memory_bytes": ("Bytes charged to the memory tier", memory["bytes"]),
             "spine_memory_limit_bytes": ("Configured memory limit", memory["limit"]),
@@ -122,17 +122,14 @@ class StorageCollector(Collector):
                 "1 when dirty records hold memory over the limit",
                 int(memory["over_limit"]),
             ),
-            "spine_journal_bytes": (
-                "Bytes in the write-ahead journal",
-                status["tiers"]["files"]["journal_bytes"],
-            ),
+            "spine_journal_bytes": ("Bytes in the write-ahead journal", status["journal"]["bytes"]),
             "spine_push_failures": (
                 "Consecutive failed pushes to the git remote",
-                status["backup"]["push_failures"],
+                backup.get("push_failures", 0),
             ),
             "spine_remote_lag_seconds": (
                 "Seconds the remote is behind the local backup",
-                status["backup"]["remote_lag_s"] or 0,
+                backup.get("remote_lag_s") or 0,
             ),
             "spine_puts_total": ("Puts accepted", counters.puts),
             "spine_gets_total": ("Gets served", counters.gets),
@@ -140,6 +137,20 @@ class StorageCollector(Collector):
             "spine_evictions_total": ("Records evicted for the memory limit", counters.evictions),
             "spine_backups_total": ("Git backup commits", counters.backups),
         }
+        postgres = status["tiers"].get("postgres")
+        if postgres is not None:
+            simple["spine_postgres_backlog"] = (
+                "Changes waiting to be shipped to PostgreSQL (async mode)",
+                postgres["backlog"],
+            )
+            simple["spine_postgres_lag_seconds"] = (
+                "Age of the oldest change not yet in PostgreSQL",
+                postgres["lag_s"],
+            )
+            simple["spine_postgres_up"] = (
+                "1 when the last PostgreSQL operation succeeded",
+                int(postgres["last_error"] is None),
+            )
         for name, (doc, value) in simple.items():
             yield GaugeMetricFamily(name, doc, value=value)
 
@@ -224,7 +235,7 @@ class RecordsEndpoint:
         await send({"type": "http.response.body", "body": body})
 
     def get(self, collection: str, key: str) -> tuple[int, bytes, int | None]:
-        self.storage._check_names(collection, key)
+        self.storage.check_names(collection, key)
         found = self.storage.get_json_versioned(collection, key)
         if found is None:
             return 404, orjson.dumps({"error": f"no record {collection}/{key}"}), None
@@ -240,7 +251,7 @@ class RecordsEndpoint:
     ) -> tuple[int, bytes, int]:
         query = parse_qs(scope.get("query_string", b"").decode(), keep_blank_values=True)
         pclass = self.storage.resolve_class(collection, query.get("class", [None])[-1])
-        self.storage._check_names(collection, key)
+        self.storage.check_names(collection, key)
         limit = self.storage.config.max_value_size
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > limit:
@@ -273,7 +284,7 @@ class RecordsEndpoint:
     async def delete(
         self, collection: str, key: str, conditions: Conditions = NONE
     ) -> tuple[int, bytes]:
-        self.storage._check_names(collection, key)
+        self.storage.check_names(collection, key)
         if not self.storage.delete(collection, key, wait=False, if_match=conditions.if_match):
             return 404, orjson.dumps({"error": f"no record {collection}/{key}"})
         journal = self.storage.journal
@@ -315,7 +326,7 @@ def build_app(
 
     async def post_backup(request: Request) -> Response:
         result = await asyncio.to_thread(storage.backup_git)
-        result["pushed"] = storage.status()["backup"]["remote_lag_commits"] in (0, None)
+        result["pushed"] = storage.status().get("backup", {}).get("remote_lag_commits") in (0, None)
         return _json(result)
 
     async def post_flush(request: Request) -> Response:

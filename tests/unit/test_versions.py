@@ -270,7 +270,8 @@ def test_versions_survive_a_crash_right_after_a_git_snapshot(tmp_path: Path) -> 
     storage = open_storage()
     versions = {k: storage.put_versioned("agents", k, k)[1] for k in ("a", "b")}
     storage.backup_git(push=False)  # the first backup is a snapshot, after a file pass
-    assert storage.git.state.snapshot_at > (storage.files.written_at or 0)
+    snapshot_at = storage.tier_backend("git").state.snapshot_at
+    assert snapshot_at > (storage.tier_backend("files").written_at or 0)
     storage.abandon()
     reopened = open_storage()
     assert reopened.journal.size_bytes() == 0  # nothing replayed: files, then the snapshot
