@@ -26,6 +26,7 @@ from starlette.types import Receive, Scope, Send
 
 from .api_batch import PATHS as BATCH_PATHS
 from .api_batch import BatchEndpoint
+from .batch import BatchError, parse_ttl
 from .errors import PreconditionFailed, Unavailable
 from .etags import NONE, BadConditionHeader, Conditions, conditions_from_headers, format_etag
 from .openapi import MAX_LIST_LIMIT, openapi_document
@@ -251,6 +252,11 @@ class RecordsEndpoint:
     ) -> tuple[int, bytes, int]:
         query = parse_qs(scope.get("query_string", b"").decode(), keep_blank_values=True)
         pclass = self.storage.resolve_class(collection, query.get("class", [None])[-1])
+        ttl_text = query.get("ttl", [None])[-1]
+        try:
+            ttl = None if ttl_text is None else parse_ttl(ttl_text)
+        except BatchError as exc:
+            raise BadRequest(str(exc)) from None
         self.storage.check_names(collection, key)
         limit = self.storage.config.max_value_size
         for name, value in scope["headers"]:
@@ -275,6 +281,7 @@ class RecordsEndpoint:
             wait=False,
             if_match=conditions.if_match,
             if_absent=conditions.if_absent,
+            ttl=ttl,
         )
         if pclass is PersistenceClass.CRITICAL:
             await self.group.wait(seq)

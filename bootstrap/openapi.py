@@ -141,6 +141,7 @@ SCHEMAS: dict[str, Any] = {
             "records_written": _INT,
             "evicted": _INT,
             "expired_cache": _INT,
+            "expired": _INT,
             "journal_segments_dropped": _INT,
             "seconds": _NUM,
         },

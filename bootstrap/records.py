@@ -162,17 +162,31 @@ class Entry:
     """One record in memory. The value is kept as compact JSON bytes: cheaper than a parsed object
     (RSS at 100k records) and served over the socket without re-encoding. `pending` holds one
     bit per configured tier (bootstrap.policy.Routes) the record still has to reach: one int
-    slot, whatever the number of tiers."""
+    slot, whatever the number of tiers. `expires` is the end of a time to live (wall-clock
+    seconds), None for a record kept until deleted."""
 
-    __slots__ = ("atime", "cls", "loc", "mtime", "pending", "value")
+    __slots__ = ("atime", "cls", "expires", "loc", "mtime", "pending", "value")
 
-    def __init__(self, value: bytes, cls: PersistenceClass, mtime: float, pending: int) -> None:
+    def __init__(
+        self,
+        value: bytes,
+        cls: PersistenceClass,
+        mtime: float,
+        pending: int,
+        expires: float | None = None,
+    ) -> None:
         self.value: bytes | None = value
         self.cls = cls
         self.mtime = mtime
         self.atime = mtime
         self.pending = pending
+        self.expires = expires
         self.loc: int | None = None  # where the evictable copy lives (a warm file's line)
+
+    def expired(self, now: float) -> bool:
+        """True once its time to live has passed: it is gone from reads, and the next pass
+        deletes it from every tier."""
+        return self.expires is not None and self.expires <= now
 
     @property
     def version(self) -> int:

@@ -19,16 +19,24 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
 from . import restore as restoring
+from .batch import BatchOp, OpResult
 from .config import AgentConfig
-from .errors import BadRequest, PreconditionFailed, StorageError, StorageFull, ValueTooLarge
-from .journal import Journal, JournalWriteError
+from .errors import (
+    BadRequest,
+    PreconditionFailed,
+    StorageError,
+    StorageFull,
+    TransactionFailed,
+    ValueTooLarge,
+)
+from .journal import GroupItem, Journal, JournalWriteError
 from .memory import MemoryStore, release_free_heap
 from .policy import Routes
 from .records import (
@@ -68,6 +76,15 @@ __all__ = [
 
 
 @dataclass
+class BatchOutcome:
+    """A batch's results in the order of its operations; `sync_seq` is the journal sequence
+    number to sync before the ack (0: nothing to wait for)."""
+
+    results: list[OpResult]
+    sync_seq: int
+
+
+@dataclass
 class Counters:
     puts: int = 0
     gets: int = 0
@@ -99,6 +116,7 @@ class HybridStorage:
         self._open = False
         self._lock_fd = -1
         self._last_version = 0  # the write clock (µs): every write takes a larger value
+        self._expiring: set[tuple[str, str]] = set()  # records put with a time to live
         ctx = Context(
             config=config,
             clock=clock,
@@ -139,6 +157,7 @@ class HybridStorage:
             replica.open()
         self.restored_from, replayed = restoring.restore(self.replicas, self.memory, self.journal)
         self._seed_write_clock()
+        self._expiring = self.memory.expiring()
         if self._journal_full():
             self.checkpoint()
         for replica in self.replicas:
@@ -229,11 +248,12 @@ class HybridStorage:
         *,
         if_match: int | None = None,
         if_absent: bool = False,
+        ttl: int | None = None,
     ) -> int:
         """Store a JSON-able value. Critical puts are durable when this returns (wait=True).
         Returns the journal sequence number; `put_versioned` also returns the new version."""
         return self.put_versioned(
-            collection, key, value, cls, wait, if_match=if_match, if_absent=if_absent
+            collection, key, value, cls, wait, if_match=if_match, if_absent=if_absent, ttl=ttl
         )[0]
 
     def put_versioned(
@@ -246,6 +266,7 @@ class HybridStorage:
         *,
         if_match: int | None = None,
         if_absent: bool = False,
+        ttl: int | None = None,
     ) -> tuple[int, int]:
         """`put` returning (journal sequence number, the record's new version)."""
         try:
@@ -253,7 +274,7 @@ class HybridStorage:
         except TypeError as exc:
             raise BadRequest(f"value is not JSON-serialisable: {exc}") from None
         return self.put_json_versioned(
-            collection, key, data, cls, wait, True, if_match=if_match, if_absent=if_absent
+            collection, key, data, cls, wait, True, if_match=if_match, if_absent=if_absent, ttl=ttl
         )
 
     def put_json(
@@ -279,13 +300,17 @@ class HybridStorage:
         *,
         if_match: int | None = None,
         if_absent: bool = False,
+        ttl: int | None = None,
     ) -> tuple[int, int]:
         """`put_json` returning (journal sequence number, new version). With `if_match` the
         write happens only if the stored version is that one; with `if_absent` only if there is
         no record. Both are decided under the storage lock, so of two writers holding the same
-        version exactly one wins; the other gets PreconditionFailed and nothing is written."""
+        version exactly one wins; the other gets PreconditionFailed and nothing is written.
+        With `ttl` (seconds; session and cache records only) the record expires."""
         self.check_names(collection, key)
         pclass = self.resolve_class(collection, cls)
+        if ttl is not None:
+            self._check_ttl(collection, key, pclass, ttl)
         if len(raw) > self.config.max_value_size:
             raise ValueTooLarge(
                 f"value is {len(raw)} bytes (max_value_size is {self.config.max_value_size})"
@@ -302,14 +327,15 @@ class HybridStorage:
         with memory.lock:
             old = memory.entry(collection, key)
             if conditional:
-                self._check_precondition(collection, key, old, if_match, if_absent)
+                self._check_precondition(collection, key, self._live(old), if_match, if_absent)
             version = self._next_version(old)
             now = version / 1_000_000
+            expires = None if ttl is None else now + ttl
             change = replace(change, mtime=now)
             if conditional or not self._writes_through(pclass):
                 # Decided and written under the lock: no other write interleaves.
                 mask = self._write_through(change, pclass)
-                seq = self._apply_put(collection, key, raw, pclass, now, mask, old)
+                seq = self._apply_put(collection, key, raw, pclass, now, mask, old, expires)
         if seq is None:
             # A tier to reach before the ack (postgres, sync): not under the lock, so writes
             # of other keys go on meanwhile.
@@ -318,7 +344,7 @@ class HybridStorage:
                 old = memory.entry(collection, key)
                 if old is not None and old.mtime > now:
                     return 0, version  # written through; a newer write has landed meanwhile
-                seq = self._apply_put(collection, key, raw, pclass, now, mask, old)
+                seq = self._apply_put(collection, key, raw, pclass, now, mask, old, expires)
         tombstoned_durable = seq < 0
         seq = abs(seq)
         if (wait and pclass.waits_for_sync) or tombstoned_durable:
@@ -334,6 +360,7 @@ class HybridStorage:
         now: float,
         mask: int,
         old: Entry | None,
+        expires: float | None = None,
     ) -> int:
         """Journal and install a put (caller holds the lock); the journal sequence number,
         negative when it tombstoned a durable record that must be synced before the ack."""
@@ -341,7 +368,7 @@ class HybridStorage:
         tombstoned_durable = False
         try:
             if routes.journaled(pclass):
-                seq = self.journal.append(collection, key, pclass.value, raw, now)
+                seq = self.journal.append(collection, key, pclass.value, raw, now, expires)
             elif old is not None and routes.journaled(old.cls):
                 # The record leaves its tiers (a cache value over a durable one): the journal
                 # must say the older value is gone, or a crash brings it back.
@@ -352,7 +379,9 @@ class HybridStorage:
         except JournalWriteError as exc:
             self._counters.put_errors += 1
             raise StorageFull(f"write refused, nothing stored: {exc.strerror or exc}") from None
-        memory.set_entry(collection, key, Entry(raw, pclass, now, mask), now)
+        memory.set_entry(collection, key, Entry(raw, pclass, now, mask, expires), now)
+        if expires is not None:
+            self._expiring.add((collection, key))
         self._counters.puts += 1
         if memory.used > memory.limit and not memory.evict_blocked:
             memory.evict_for_limit()
@@ -417,7 +446,11 @@ class HybridStorage:
         if entry is None:
             self._counters.misses += 1
             return None
-        entry.atime = self.clock()
+        now = self.clock()
+        if entry.expires is not None and entry.expires <= now:
+            self._counters.misses += 1
+            return None
+        entry.atime = now
         self._counters.gets += 1
         value = entry.value
         if value is not None:
@@ -431,11 +464,13 @@ class HybridStorage:
     def get_json_versioned(self, collection: str, key: str) -> tuple[bytes, int] | None:
         """(JSON bytes, version) read together, or None: the pair a conditional write needs."""
         while True:
-            entry = self.memory.entry(collection, key)
+            entry = self._live(self.memory.entry(collection, key))
             if entry is None:
                 self._counters.misses += 1
                 return None
             raw = self.get_json(collection, key)
+            if raw is None and entry.expired(self.clock()):
+                return None  # its time to live ran out between the two reads
             # A write between the two reads replaced the entry: read the pair again.
             if raw is not None and self.memory.entry(collection, key) is entry:
                 return raw, entry.version
@@ -446,9 +481,23 @@ class HybridStorage:
         return None if found is None else (orjson.loads(found[0]), found[1])
 
     def current_version(self, collection: str, key: str) -> int | None:
-        """The stored version, or None when the record is absent."""
-        entry = self.memory.entry(collection, key)
+        """The stored version, or None when the record is absent (or expired)."""
+        entry = self._live(self.memory.entry(collection, key))
         return None if entry is None else entry.version
+
+    def _live(self, entry: Entry | None) -> Entry | None:
+        """The entry, or None once its time to live has passed (it counts as absent)."""
+        if entry is None or entry.expires is None or entry.expires > self.clock():
+            return entry
+        return None
+
+    @staticmethod
+    def _check_ttl(collection: str, key: str, cls: PersistenceClass, ttl: int) -> None:
+        if cls is PersistenceClass.CRITICAL:
+            raise BadRequest(
+                f"ttl is refused on critical records ({collection}/{key} is critical: it is kept "
+                "until deleted); give it class session or cache"
+            )
 
     def delete(
         self, collection: str, key: str, wait: bool = True, *, if_match: int | None = None
@@ -459,7 +508,7 @@ class HybridStorage:
         self.check_names(collection, key)
         memory = self.memory
         with memory.lock:
-            entry = memory.entry(collection, key)
+            entry = self._live(memory.entry(collection, key))
             if if_match is not None:
                 self._check_precondition(collection, key, entry, if_match, False)
             if entry is None:
@@ -494,6 +543,164 @@ class HybridStorage:
         self._counters.deletes += 1
         return seq
 
+    # == batches (bootstrap.batch validates them; see its docstring) ==========================
+    def get_many(self, names: Sequence[tuple[str, str]]) -> list[tuple[bytes, int] | None]:
+        """(JSON bytes, version) of each record named, None where it is absent or expired."""
+        return [self.get_json_versioned(collection, key) for collection, key in names]
+
+    def write_batch(
+        self, ops: Sequence[BatchOp], atomic: bool, wait: bool = True
+    ) -> BatchOutcome:
+        """Apply validated operations under one hold of the lock, with one journal write (its
+        lines marked as one group: a crash keeps all or none of them) and one fdatasync when
+        any is critical. `atomic` (a transaction): the first failed condition raises
+        TransactionFailed and nothing is written; else a failed condition is that operation's
+        412 and the rest go ahead. With wait=False the caller syncs through `sync_seq`."""
+        classes = [self._batch_class(index, op) for index, op in enumerate(ops)]
+        memory, routes = self.memory, self.routes
+        results: list[OpResult] = []
+        durable = False
+        with memory.lock:
+            failed = self._batch_conditions(ops, atomic)
+            items: list[GroupItem] = []
+            changes: list[tuple[Change, PersistenceClass]] = []
+            plan: list[tuple[BatchOp, PersistenceClass | None, Entry | None, float, float | None]]
+            plan = []
+            for index, (op, pclass) in enumerate(zip(ops, classes, strict=True)):
+                c, k = op.collection, op.key
+                if index in failed:
+                    results.append(OpResult(op.op, c, k, 412, None, failed[index]))
+                    continue
+                old = memory.entry(c, k)
+                live = self._live(old)
+                if op.op == "check" or (op.op == "delete" and live is None):
+                    version = None if live is None else live.version
+                    results.append(OpResult(op.op, c, k, 200 if op.op == "check" else 404, version))
+                    continue
+                now = self._next_version(old) / 1_000_000
+                if op.op == "delete":
+                    assert live is not None
+                    if routes.journaled(live.cls):
+                        items.append((c, k, live.cls.value, None, now, None))
+                    durable = durable or live.cls.waits_for_sync
+                    changes.append((Change(c, k, None, live.cls.value, now), live.cls))
+                    plan.append((op, None, live, now, None))
+                    results.append(OpResult("delete", c, k, 200, None))
+                    continue
+                assert pclass is not None and op.raw is not None
+                expires = None if op.ttl is None else now + op.ttl
+                if routes.journaled(pclass):
+                    items.append((c, k, pclass.value, op.raw, now, expires))
+                    durable = durable or pclass.waits_for_sync
+                elif old is not None and routes.journaled(old.cls):
+                    items.append((c, k, old.cls.value, None, now, None))  # leaves its tiers
+                    durable = durable or old.cls.waits_for_sync
+                changes.append((Change(c, k, op.raw, pclass.value, now), pclass))
+                plan.append((op, pclass, old, now, expires))
+                results.append(OpResult("put", c, k, 200, version_of(now)))
+            written = self._write_through_batch(changes)
+            try:
+                seq = self.journal.append_group(items)
+            except JournalWriteError as exc:
+                self._counters.put_errors += 1
+                raise StorageFull(f"write refused, nothing stored: {exc.strerror or exc}") from None
+            for op, pclass, old, now, expires in plan:
+                if pclass is None:
+                    assert old is not None
+                    memory.remove_entry(op.collection, op.key, old.cls, now)
+                    self._counters.deletes += 1
+                    continue
+                assert op.raw is not None
+                mask = routes.mask(pclass) & ~written
+                entry = Entry(op.raw, pclass, now, mask, expires)
+                memory.set_entry(op.collection, op.key, entry, now)
+                if expires is not None:
+                    self._expiring.add((op.collection, op.key))
+                self._counters.puts += 1
+            if memory.used > memory.limit and not memory.evict_blocked:
+                memory.evict_for_limit()
+            elif seq and self._journal_full() and memory.on_pressure is not None:
+                memory.on_pressure()
+        sync_seq = seq if durable else 0
+        if wait and sync_seq:
+            self.sync(sync_seq)
+            sync_seq = 0
+        return BatchOutcome(results, sync_seq)
+
+    def expire(self) -> int:
+        """Delete every record whose time to live has passed, like a delete: journaled (one
+        group), through the sync tiers, queued for the others; the pass calls it first, so its
+        tombstones reach every tier in that same pass. Returns how many went."""
+        memory, routes = self.memory, self.routes
+        with memory.lock:
+            now = self.clock()
+            items: list[GroupItem] = []
+            plan: list[tuple[str, str, Entry, float]] = []
+            for name in list(self._expiring):
+                entry = memory.entry(*name)
+                if entry is None or entry.expires is None:
+                    self._expiring.discard(name)  # deleted, or written again without a ttl
+                elif entry.expires <= now:
+                    when = self._next_version(entry) / 1_000_000
+                    if routes.journaled(entry.cls):
+                        items.append((*name, entry.cls.value, None, when, None))
+                    plan.append((*name, entry, when))
+            if not plan:
+                return 0
+            try:
+                self._write_through_batch(
+                    [(Change(c, k, None, e.cls.value, when), e.cls) for c, k, e, when in plan]
+                )
+                self.journal.append_group(items)
+            except (StorageError, JournalWriteError) as exc:
+                log.warning("expired records kept until the next pass", extra={"error": str(exc)})
+                return 0
+            for collection, key, entry, when in plan:
+                memory.remove_entry(collection, key, entry.cls, when)
+                self._expiring.discard((collection, key))
+        return len(plan)
+
+    def _batch_class(self, index: int, op: BatchOp) -> PersistenceClass | None:
+        """A put's class, its TTL allowed for it; refused naming the operation."""
+        if op.op != "put":
+            return None
+        try:
+            pclass = self.resolve_class(op.collection, op.cls)
+            if op.ttl is not None:
+                self._check_ttl(op.collection, op.key, pclass, op.ttl)
+        except BadRequest as exc:
+            raise BadRequest(f"operations[{index}]: {exc}") from None
+        return pclass
+
+    def _batch_conditions(self, ops: Sequence[BatchOp], atomic: bool) -> dict[int, int | None]:
+        """Index -> current version of each failed condition (caller holds the lock); in a
+        transaction the first one raises instead."""
+        failed: dict[int, int | None] = {}
+        for index, op in enumerate(ops):
+            if not op.conditional:
+                continue
+            live = self._live(self.memory.entry(op.collection, op.key))
+            try:
+                self._check_precondition(op.collection, op.key, live, op.if_match, op.if_absent)
+            except PreconditionFailed as exc:
+                if atomic:
+                    raise TransactionFailed(
+                        index, op.collection, op.key, exc.current_version, str(exc)
+                    ) from None
+                failed[index] = exc.current_version
+        return failed
+
+    def _write_through_batch(self, changes: list[tuple[Change, PersistenceClass]]) -> int:
+        """The batch's changes to every tier that must hold them before the ack, in one call
+        per tier (PostgreSQL, sync: one transaction); the bits of the tiers that took them."""
+        written = 0
+        for replica in self.replicas:
+            mine = [c for c, cls in changes if replica.writes_through(cls)]
+            if mine:
+                replica.write_through_many(mine)
+                written |= replica.bit
+        return written
+
     def list_records(
         self, collection: str, prefix: str = "", limit: int = 1000
     ) -> tuple[dict[str, Any], bool]:
@@ -502,8 +709,13 @@ class HybridStorage:
             check_collection(collection)
         except ValueError as exc:  # a bad name is the caller's error (400), not ours (500)
             raise BadRequest(str(exc)) from None
+        now = self.clock()
         with self.memory.lock:
-            keys = sorted(k for k in self.memory.collection(collection) if k.startswith(prefix))
+            keys = sorted(
+                k
+                for k, entry in self.memory.collection(collection).items()
+                if k.startswith(prefix) and not entry.expired(now)
+            )
         result: dict[str, Any] = {}
         for key in keys[:limit]:
             raw = self.get_json(collection, key)
@@ -548,6 +760,7 @@ class HybridStorage:
         report = TierReport()
         memory = self.memory
         with self._maintenance:
+            report.expired = self.expire()
             self._ship_every_pass(report)
             now = self.clock()
             with memory.lock:

@@ -19,7 +19,7 @@ every replica through the same verbs and never by name:
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -42,6 +42,7 @@ class PassReport:
     records_written: int = 0
     evicted: int = 0
     expired_cache: int = 0
+    expired: int = 0  # records whose time to live had passed, deleted from every tier
     journal_segments_dropped: int = 0
     compacted: bool = False
     seconds: float = 0.0
@@ -93,6 +94,8 @@ class Replica(Protocol):
     def writes_through(self, cls: PersistenceClass) -> bool: ...
 
     def write_through(self, change: Change) -> None: ...
+
+    def write_through_many(self, changes: Sequence[Change]) -> None: ...
 
     def ship(self, report: PassReport, compact: bool = True) -> dict[str, Any]: ...
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from ..errors import StorageFull
@@ -54,6 +54,9 @@ class FilesReplica:
         return False
 
     def write_through(self, change: Change) -> None:
+        raise NotImplementedError("this tier is written by its pass, never on the put path")
+
+    def write_through_many(self, changes: Sequence[Change]) -> None:
         raise NotImplementedError("this tier is written by its pass, never on the put path")
 
     def pending_work(self) -> bool:

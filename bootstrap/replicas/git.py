@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -113,6 +113,9 @@ class GitReplica:
         return False
 
     def write_through(self, change: Change) -> None:
+        raise NotImplementedError("this tier is written by its pass, never on the put path")
+
+    def write_through_many(self, changes: Sequence[Change]) -> None:
         raise NotImplementedError("this tier is written by its pass, never on the put path")
 
     def pending_work(self) -> bool:

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
 from ..errors import BadRequest, Unavailable
@@ -92,10 +92,18 @@ class PostgresReplica:
 
     def write_through(self, change: Change) -> None:
         """Commit one change in PostgreSQL before the write is acknowledged."""
+        self.write_through_many([change])
+
+    def write_through_many(self, changes: Sequence[Change]) -> None:
+        """Commit a bulk write's or transaction's changes in one PostgreSQL transaction (one
+        change: the group-committed submit) before they are acknowledged."""
         if not self._try_open():
             raise Unavailable(f"postgres unreachable, nothing written: {self.last_error}")
         try:
-            self.backend.submit(change)
+            if len(changes) == 1:
+                self.backend.submit(changes[0])
+            else:
+                self.backend.write(changes)
         except TierUnavailable as exc:
             self.last_error = str(exc)
             raise Unavailable(f"postgres unreachable, nothing written: {exc}") from None
