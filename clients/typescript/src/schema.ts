@@ -1307,15 +1307,19 @@ export interface components {
             key: string;
         };
         Status: {
-            backup: Record<string, unknown>;
+            backup?: Record<string, unknown>;
             classes: Record<string, unknown>;
             collections: {
                 [key: string]: number;
             };
             dirty: Record<string, unknown>;
             host: string;
+            journal: {
+                bytes: number;
+            };
             records: number;
             restored_from: string | null;
+            routes: Record<string, unknown>;
             storage_path: string;
             tiers: Record<string, unknown>;
             uptime_s: number;
@@ -1330,6 +1334,7 @@ export interface components {
         };
         TierReport: {
             evicted?: number;
+            expired?: number;
             expired_cache?: number;
             files_written?: number;
             journal_segments_dropped?: number;
