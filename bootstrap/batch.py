@@ -345,8 +345,7 @@ def _operation(
     if_absent = item.get("if_absent", False)
     if not isinstance(if_absent, bool):
         raise BatchError(f"{where}.if_absent must be true or false")
-    if if_absent and if_match is not None:
-        raise BatchError(f"{where}: give if_match or if_absent, not both")
+    # if_match with if_absent can never both hold: evaluated (always 412), as on a single PUT
     if kind == "check":
         if if_match is None and not if_absent:
             raise BatchError(f"{where}: a check needs if_match or if_absent")

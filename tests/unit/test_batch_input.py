@@ -256,8 +256,9 @@ def test_if_absent_that_is_not_a_boolean_is_refused() -> None:
     _refused([_put(if_absent="yes")], r"operations\[0\].if_absent must be true or false")
 
 
-def test_if_match_with_if_absent_is_refused() -> None:
-    _refused([_put(if_match=3, if_absent=True)], "give if_match or if_absent, not both")
+def test_if_match_with_if_absent_is_evaluated_like_on_a_single_put() -> None:
+    op = _write([_put(if_match=3, if_absent=True)])[0]
+    assert op.if_match == 3 and op.if_absent  # can never both hold: the storage answers 412
 
 
 def test_a_check_without_a_condition_is_refused() -> None:
