@@ -207,10 +207,24 @@ SCHEMAS.update(
             {"op": {"enum": ["delete"]}, **_NAMES, "if_match": _VERSION},
             ["op", "collection", "key"],
         ),
-        "CheckOperation": _strict(
+        # A condition only (transactions): one of the two conditions is required (a check of
+        # nothing is refused, 400), so a check is one of two shapes.
+        "CheckOperation": {
+            "anyOf": [_ref("CheckIfMatch"), _ref("CheckIfAbsent")],
+            "description": "a condition only (transactions): if_match a version, or if_absent",
+        },
+        "CheckIfMatch": _strict(
             {"op": {"enum": ["check"]}, **_NAMES, "if_match": _VERSION, "if_absent": _BOOL},
-            ["op", "collection", "key"],
-            description="a condition only (transactions): if_match a version, or if_absent",
+            ["op", "collection", "key", "if_match"],
+        ),
+        "CheckIfAbsent": _strict(
+            {
+                "op": {"enum": ["check"]},
+                **_NAMES,
+                "if_match": _VERSION,
+                "if_absent": {"enum": [True]},
+            },
+            ["op", "collection", "key", "if_absent"],
         ),
         "BulkWriteRequest": _strict(
             {

@@ -216,3 +216,19 @@ class Change:
     mtime: float
     version: int = 0
     host: str = ""
+
+
+@dataclass(frozen=True)
+class Guarded:
+    """One operation of a batch whose conditions a tier decides (PostgreSQL): a write
+    (`change`, a delete when its value is None) or, with `write=False`, a check that writes
+    nothing."""
+
+    change: Change
+    if_match: int | None = None
+    if_absent: bool = False
+    write: bool = True
+
+    @property
+    def conditional(self) -> bool:
+        return self.if_match is not None or self.if_absent

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from ..records import Change, version_of
+from ..records import Change, Guarded, version_of
 
 COLUMNS = "collection, key, convert_to(value::text, 'UTF8'), cls, mtime, version, host, txid::text"
 COPY_TYPES = ("text", "text", "bytea", "text", "float8", "int8", "text", "text")
@@ -105,6 +105,9 @@ class Statements:
         ).format(t=table, settled=sql.SQL(settled))
         self.current_row = sql.SQL(
             "SELECT " + COLUMNS + " FROM {t} WHERE collection = %s AND key = %s"
+        ).format(t=table)
+        self.current_locked = sql.SQL(
+            "SELECT version, deleted FROM {t} WHERE collection = %s AND key = %s FOR SHARE"
         ).format(t=table)
         self.current = sql.SQL(
             "SELECT version, deleted FROM {t} WHERE collection = %s AND key = %s"
@@ -182,6 +185,45 @@ def conditional(
     query = stmts.update_if_match if if_match is not None else stmts.insert_if_absent
     row = conn.execute(query, params).fetchone()
     return None if row is None else (int(row[0]), int(row[1]))
+
+
+def guarded_batch(
+    conn: psycopg.Connection, stmts: Statements, ops: Sequence[Guarded], host: str
+) -> tuple[list[int | None], list[int], list[int]]:
+    """Run a batch's operations in the caller's open transaction, in key order (two batches
+    lock their rows in the same order, so they cannot deadlock each other): (the version each
+    ends at, None for a check of an absent key or a failed one; the indexes whose condition
+    failed, written nothing; the txids written). A check locks the row it read (FOR SHARE)
+    until the commit, so the version it saw is still the stored one when the others commit."""
+    versions: list[int | None] = [None] * len(ops)
+    failed: list[int] = []
+    txids: list[int] = []
+    order = sorted(range(len(ops)), key=lambda i: (ops[i].change.collection, ops[i].change.key))
+    for index in order:
+        op = ops[index]
+        change = op.change
+        if not op.write:
+            row = conn.execute(stmts.current_locked, (change.collection, change.key)).fetchone()
+            current = None if row is None or row[1] else int(row[0])
+            if (op.if_absent and current is not None) or (
+                op.if_match is not None and current != op.if_match
+            ):
+                failed.append(index)
+            versions[index] = current
+        elif op.if_match is not None and op.if_absent:
+            failed.append(index)  # both can never hold: evaluated, as on a single PUT
+        elif op.conditional:
+            done = conditional(conn, stmts, change, host, op.if_match)
+            if done is None:
+                failed.append(index)
+            else:
+                versions[index], txid = done
+                txids.append(txid)
+        else:
+            stored, written = upsert(conn, stmts, [change], host, forced=True)
+            versions[index] = stored[(change.collection, change.key)]
+            txids.extend(written)
+    return versions, sorted(failed), txids
 
 
 def current_version(

@@ -1236,15 +1236,25 @@ export interface components {
         BulkWriteRequest: {
             operations: (components["schemas"]["PutOperation"] | components["schemas"]["DeleteOperation"])[];
         };
-        /** @description a condition only (transactions): if_match a version, or if_absent */
-        CheckOperation: {
+        CheckIfAbsent: {
             collection: string;
-            if_absent?: boolean;
+            /** @enum {unknown} */
+            if_absent: true;
             if_match?: number;
             key: string;
             /** @enum {unknown} */
             op: "check";
         };
+        CheckIfMatch: {
+            collection: string;
+            if_absent?: boolean;
+            if_match: number;
+            key: string;
+            /** @enum {unknown} */
+            op: "check";
+        };
+        /** @description a condition only (transactions): if_match a version, or if_absent */
+        CheckOperation: components["schemas"]["CheckIfMatch"] | components["schemas"]["CheckIfAbsent"];
         DeleteOperation: {
             collection: string;
             if_match?: number;
