@@ -332,6 +332,9 @@ def _operation(
     item: dict[str, Any], where: str, limits: Limits, transaction: bool, from_json: bool = True
 ) -> BatchOp:
     kind = item.get("op")
+    nulls = sorted(field for field, value in item.items() if value is None and field != "value")
+    if from_json and nulls:  # the library's None means "not given"; JSON's null is a mistake
+        raise BatchError(f"{where}.{nulls[0]} must not be null (leave it out)")
     if kind not in OPS or (kind == "check" and not transaction):
         allowed = "put, delete or check" if transaction else "put or delete"
         raise BatchError(f"{where}.op {str(kind)[:MAX_SHOWN]!r} must be {allowed}")

@@ -42,6 +42,7 @@ from .policy import Routes
 from .records import (
     Change,
     Entry,
+    Guarded,
     InvalidValue,
     PersistenceClass,
     check_collection,
@@ -82,6 +83,20 @@ class BatchOutcome:
 
     results: list[OpResult]
     sync_seq: int
+
+
+@dataclass(slots=True)
+class _Planned:
+    """One operation of a batch on its way to the tiers: `routed` to the tier that decides its
+    condition; `skip` once that tier refused it (412); `old` the entry held before."""
+
+    index: int
+    op: BatchOp
+    cls: PersistenceClass
+    old: Entry | None
+    change: Change
+    routed: bool = False
+    skip: bool = False
 
 
 @dataclass
@@ -570,84 +585,213 @@ class HybridStorage:
         """(JSON bytes, version) of each record named, None where it is absent or expired."""
         return [self.get_json_versioned(collection, key) for collection, key in names]
 
-    def write_batch(
-        self, ops: Sequence[BatchOp], atomic: bool, wait: bool = True
-    ) -> BatchOutcome:
+    def write_batch(self, ops: Sequence[BatchOp], atomic: bool, wait: bool = True) -> BatchOutcome:
         """Apply validated operations under one hold of the lock, with one journal write (its
         lines marked as one group: a crash keeps all or none of them) and one fdatasync when
         any is critical. `atomic` (a transaction): the first failed condition raises
         TransactionFailed and nothing is written; else a failed condition is that operation's
-        412 and the rest go ahead. With wait=False the caller syncs through `sync_seq`."""
+        412 and the rest go ahead. With wait=False the caller syncs through `sync_seq`.
+
+        Conditions on records of a class routed to a tier that decides them (PostgreSQL) are
+        decided there, with every operation of the batch routed to it, in one transaction
+        (503, nothing written, when it is away); the others under the lock, against memory.
+        PostgreSQL's round trip happens under the lock: the batch is one step for this agent."""
         classes = [self._batch_class(index, op) for index, op in enumerate(ops)]
-        memory, routes = self.memory, self.routes
-        results: list[OpResult] = []
-        durable = False
+        arbiter = self._arbiter_of_batch(ops, classes)
+        if arbiter is not None:
+            arbiter.settle_backlog([(op.collection, op.key) for op in ops])  # not under the lock
+        memory = self.memory
         with memory.lock:
-            failed = self._batch_conditions(ops, atomic)
-            items: list[GroupItem] = []
-            changes: list[tuple[Change, PersistenceClass]] = []
-            plan: list[tuple[BatchOp, PersistenceClass | None, Entry | None, float, float | None]]
-            plan = []
-            for index, (op, pclass) in enumerate(zip(ops, classes, strict=True)):
-                c, k = op.collection, op.key
-                if index in failed:
-                    results.append(OpResult(op.op, c, k, 412, None, failed[index]))
-                    continue
-                old = memory.entry(c, k)
-                live = self._live(old)
-                if op.op == "check" or (op.op == "delete" and live is None):
-                    version = None if live is None else live.version
-                    results.append(OpResult(op.op, c, k, 200 if op.op == "check" else 404, version))
-                    continue
-                now = self._next_version(old) / 1_000_000
-                if op.op == "delete":
-                    assert live is not None
-                    if routes.journaled(live.cls):
-                        items.append((c, k, live.cls.value, None, now, None))
-                    durable = durable or live.cls.waits_for_sync
-                    changes.append((Change(c, k, None, live.cls.value, now), live.cls))
-                    plan.append((op, None, live, now, None))
-                    results.append(OpResult("delete", c, k, 200, None))
-                    continue
-                assert pclass is not None and op.raw is not None
-                expires = None if op.ttl is None else now + op.ttl
-                if routes.journaled(pclass):
-                    items.append((c, k, pclass.value, op.raw, now, expires))
-                    durable = durable or pclass.waits_for_sync
-                elif old is not None and routes.journaled(old.cls):
-                    items.append((c, k, old.cls.value, None, now, None))  # leaves its tiers
-                    durable = durable or old.cls.waits_for_sync
-                changes.append((Change(c, k, op.raw, pclass.value, now), pclass))
-                plan.append((op, pclass, old, now, expires))
-                results.append(OpResult("put", c, k, 200, version_of(now)))
-            written = self._write_through_batch(changes)
-            try:
-                seq = self.journal.append_group(items)
-            except JournalWriteError as exc:
-                self._counters.put_errors += 1
-                raise StorageFull(f"write refused, nothing stored: {exc.strerror or exc}") from None
-            for op, pclass, old, now, expires in plan:
-                if pclass is None:
-                    assert old is not None
-                    memory.remove_entry(op.collection, op.key, old.cls, now)
-                    self._counters.deletes += 1
-                    continue
-                assert op.raw is not None
-                mask = routes.mask(pclass) & ~written
-                entry = Entry(op.raw, pclass, now, mask, expires)
-                memory.set_entry(op.collection, op.key, entry, now)
-                if expires is not None:
-                    self._expiring.add((op.collection, op.key))
-                self._counters.puts += 1
-            if memory.used > memory.limit and not memory.evict_blocked:
-                memory.evict_for_limit()
-            elif seq and self._journal_full() and memory.on_pressure is not None:
-                memory.on_pressure()
+            results: list[OpResult | None] = [None] * len(ops)
+            plan = self._plan_batch(ops, classes, arbiter, atomic, results)
+            settled, taken = self._batch_to_tiers(plan, arbiter, atomic, results)
+            seq, durable = self._apply_batch(plan, settled, taken, results)
         sync_seq = seq if durable else 0
         if wait and sync_seq:
             self.sync(sync_seq)
             sync_seq = 0
-        return BatchOutcome(results, sync_seq)
+        return BatchOutcome([r for r in results if r is not None], sync_seq)
+
+    def _arbiter_of_batch(
+        self, ops: Sequence[BatchOp], classes: Sequence[PersistenceClass | None]
+    ) -> Replica | None:
+        """The tier that decides this batch's conditions (PostgreSQL), when one of them is on a
+        record of a class routed to it; None: every condition is decided here."""
+        for op, pclass in zip(ops, classes, strict=True):
+            if op.conditional:
+                arbiter = self._arbiter(pclass or self._class_held(op.collection, op.key))
+                if arbiter is not None:
+                    return arbiter
+        return None
+
+    def _class_held(self, collection: str, key: str) -> PersistenceClass:
+        """The class of the record held, else the collection's (a delete or check)."""
+        entry = self._live(self.memory.entry(collection, key))
+        return entry.cls if entry is not None else self.config.class_of(collection)
+
+    def _plan_batch(
+        self,
+        ops: Sequence[BatchOp],
+        classes: Sequence[PersistenceClass | None],
+        arbiter: Replica | None,
+        atomic: bool,
+        results: list[OpResult | None],
+    ) -> list[_Planned]:
+        """What each operation will do (caller holds the lock); the conditions decided here are
+        decided now (TransactionFailed), the arbiter's are left to it."""
+        memory = self.memory
+        plan: list[_Planned] = []
+        for index, (op, pclass) in enumerate(zip(ops, classes, strict=True)):
+            c, k = op.collection, op.key
+            old = memory.entry(c, k)
+            live = self._live(old)
+            cls = pclass or (live.cls if live is not None else self.config.class_of(c))
+            routed = arbiter is not None and bool(self.routes.mask(cls) & arbiter.bit)
+            if op.conditional and not routed:
+                try:
+                    self._check_precondition(c, k, live, op.if_match, op.if_absent)
+                except PreconditionFailed as exc:
+                    if atomic:
+                        raise TransactionFailed(
+                            index, c, k, exc.current_version, str(exc)
+                        ) from None
+                    results[index] = OpResult(op.op, c, k, 412, None, exc.current_version)
+                    continue
+            if op.op == "check":
+                results[index] = OpResult(
+                    "check", c, k, 200, None if live is None else live.version
+                )
+                if routed:
+                    change = Change(c, k, None, cls.value, 0.0)
+                    plan.append(_Planned(index, op, cls, live, change, routed=True))
+                continue
+            if op.op == "delete" and live is None and not (routed and op.conditional):
+                results[index] = OpResult("delete", c, k, 404, None)
+                continue
+            version = self._next_version(old)
+            change = Change(c, k, op.raw, cls.value, version / 1_000_000)
+            plan.append(_Planned(index, op, cls, old, change, routed))
+        return plan
+
+    def _batch_to_tiers(
+        self,
+        plan: list[_Planned],
+        arbiter: Replica | None,
+        atomic: bool,
+        results: list[OpResult | None],
+    ) -> tuple[dict[int, int | None], dict[int, int]]:
+        """Reach the tiers that decide or must hold the batch before the ack (caller holds the
+        lock): index -> the version a tier settled on, and index -> the bits of the tiers that
+        took it. A condition the arbiter lost is that operation's 412 (a transaction: raised,
+        nothing written anywhere)."""
+        settled: dict[int, int | None] = {}
+        taken: dict[int, int] = {}
+        guarded = [p for p in plan if p.routed]
+        if arbiter is not None and guarded:
+            ops = [
+                Guarded(p.change, p.op.if_match, p.op.if_absent, p.op.op != "check")
+                for p in guarded
+            ]
+            versions, lost = arbiter.decide_batch(ops, atomic)
+            if lost and atomic:
+                first = min(lost)
+                p = guarded[first]
+                failure = lost[first]
+                raise TransactionFailed(
+                    p.index, p.op.collection, p.op.key, failure.current_version, str(failure)
+                )
+            for position, p in enumerate(guarded):
+                if position in lost:
+                    results[p.index] = OpResult(
+                        p.op.op,
+                        p.op.collection,
+                        p.op.key,
+                        412,
+                        None,
+                        lost[position].current_version,
+                    )
+                    p.skip = True
+                    continue
+                settled[p.index] = versions[position]
+                taken[p.index] = arbiter.bit
+                if p.op.op == "check":
+                    results[p.index] = OpResult(
+                        "check", p.op.collection, p.op.key, 200, versions[position]
+                    )
+        rest = [p for p in plan if not p.routed]
+        for replica in self.replicas:
+            mine = [p for p in rest if replica.writes_through(p.cls)]
+            if not mine:
+                continue
+            versions_through = replica.write_through_many([p.change for p in mine]) or []
+            for position, p in enumerate(mine):
+                taken[p.index] = taken.get(p.index, 0) | replica.bit
+                if position < len(versions_through):
+                    settled[p.index] = max(settled.get(p.index) or 0, versions_through[position])
+        return settled, taken
+
+    def _apply_batch(
+        self,
+        plan: list[_Planned],
+        settled: dict[int, int | None],
+        taken: dict[int, int],
+        results: list[OpResult | None],
+    ) -> tuple[int, bool]:
+        """Journal the batch as one group and install it in memory (caller holds the lock):
+        (the group's journal sequence number, whether a critical record needs its sync)."""
+        memory, routes = self.memory, self.routes
+        items: list[GroupItem] = []
+        durable = False
+        done: list[tuple[_Planned, float, float | None]] = []
+        for p in plan:
+            if p.skip or p.op.op == "check":
+                continue
+            version = settled.get(p.index) or version_of(p.change.mtime)
+            self._observe_version(version)
+            now = version / 1_000_000
+            c, k, old = p.op.collection, p.op.key, p.old
+            if p.op.op == "delete":
+                live = self._live(old)
+                if live is not None:
+                    if routes.journaled(live.cls):
+                        items.append((c, k, live.cls.value, None, now, None))
+                    durable = durable or live.cls.waits_for_sync
+                results[p.index] = OpResult("delete", c, k, 200, None)
+                done.append((p, now, None))
+                continue
+            expires = None if p.op.ttl is None else now + p.op.ttl
+            if routes.journaled(p.cls):
+                items.append((c, k, p.cls.value, p.op.raw, now, expires))
+                durable = durable or p.cls.waits_for_sync
+            elif old is not None and routes.journaled(old.cls):
+                items.append((c, k, old.cls.value, None, now, None))  # leaves its tiers
+                durable = durable or old.cls.waits_for_sync
+            results[p.index] = OpResult("put", c, k, 200, version)
+            done.append((p, now, expires))
+        try:
+            seq = self.journal.append_group(items)
+        except JournalWriteError as exc:
+            self._counters.put_errors += 1
+            raise StorageFull(f"write refused, nothing stored: {exc.strerror or exc}") from None
+        for p, now, expires in done:
+            c, k = p.op.collection, p.op.key
+            if p.op.op == "delete":
+                live = self._live(p.old)
+                if live is not None:
+                    memory.remove_entry(c, k, live.cls, now)
+                    self._counters.deletes += 1
+                continue
+            assert p.op.raw is not None
+            mask = self.routes.mask(p.cls) & ~taken.get(p.index, 0)
+            memory.set_entry(c, k, Entry(p.op.raw, p.cls, now, mask, expires), now)
+            if expires is not None:
+                self._expiring.add((c, k))
+            self._counters.puts += 1
+        if memory.used > memory.limit and not memory.evict_blocked:
+            memory.evict_for_limit()
+        elif seq and self._journal_full() and memory.on_pressure is not None:
+            memory.on_pressure()
+        return seq, durable
 
     def expire(self) -> int:
         """Delete every record whose time to live has passed, like a delete: journaled (one
@@ -670,9 +814,14 @@ class HybridStorage:
             if not plan:
                 return 0
             try:
-                self._write_through_batch(
-                    [(Change(c, k, None, e.cls.value, when), e.cls) for c, k, e, when in plan]
-                )
+                for replica in self.replicas:
+                    mine = [
+                        Change(c, k, None, e.cls.value, when)
+                        for c, k, e, when in plan
+                        if replica.writes_through(e.cls)
+                    ]
+                    if mine:
+                        replica.write_through_many(mine)
                 self.journal.append_group(items)
             except (StorageError, JournalWriteError) as exc:
                 log.warning("expired records kept until the next pass", extra={"error": str(exc)})
@@ -693,35 +842,6 @@ class HybridStorage:
         except BadRequest as exc:
             raise BadRequest(f"operations[{index}]: {exc}") from None
         return pclass
-
-    def _batch_conditions(self, ops: Sequence[BatchOp], atomic: bool) -> dict[int, int | None]:
-        """Index -> current version of each failed condition (caller holds the lock); in a
-        transaction the first one raises instead."""
-        failed: dict[int, int | None] = {}
-        for index, op in enumerate(ops):
-            if not op.conditional:
-                continue
-            live = self._live(self.memory.entry(op.collection, op.key))
-            try:
-                self._check_precondition(op.collection, op.key, live, op.if_match, op.if_absent)
-            except PreconditionFailed as exc:
-                if atomic:
-                    raise TransactionFailed(
-                        index, op.collection, op.key, exc.current_version, str(exc)
-                    ) from None
-                failed[index] = exc.current_version
-        return failed
-
-    def _write_through_batch(self, changes: list[tuple[Change, PersistenceClass]]) -> int:
-        """The batch's changes to every tier that must hold them before the ack, in one call
-        per tier (PostgreSQL, sync: one transaction); the bits of the tiers that took them."""
-        written = 0
-        for replica in self.replicas:
-            mine = [c for c, cls in changes if replica.writes_through(cls)]
-            if mine:
-                replica.write_through_many(mine)
-                written |= replica.bit
-        return written
 
     def list_records(
         self, collection: str, prefix: str = "", limit: int = 1000

@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from ..config import AgentConfig
+from ..errors import PreconditionFailed
 from ..journal import Journal
 from ..memory import MemoryStore
 from ..policy import Routes, class_override
-from ..records import Change, Entry, PersistenceClass
+from ..records import Change, Entry, Guarded, PersistenceClass
 
 # (collection, key, class, mtime, value or None for a delete): a record another copy holds
 Incoming = tuple[str, str, PersistenceClass, float, bytes | None]
@@ -105,6 +106,12 @@ class Replica(Protocol):
     ) -> int: ...
 
     def write_through_many(self, changes: Sequence[Change]) -> list[int] | None: ...
+
+    def settle_backlog(self, names: Iterable[tuple[str, str]]) -> None: ...
+
+    def decide_batch(
+        self, ops: Sequence[Guarded], atomic: bool
+    ) -> tuple[list[int | None], dict[int, PreconditionFailed]]: ...
 
     def ship(self, report: PassReport, compact: bool = True) -> dict[str, Any]: ...
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
-from ..errors import StorageFull
-from ..records import Change, Entry, PersistenceClass, check_collection
+from ..errors import PreconditionFailed, StorageFull
+from ..records import Change, Entry, Guarded, PersistenceClass, check_collection
 from ..tiers.files import Expiries, FilesTier, StagedFile, read_value
 from . import Context, PassReport
 
@@ -63,6 +63,14 @@ class FilesReplica:
         return False
 
     def write_conditional(self, change: Change, if_match: int | None, if_absent: bool) -> int:
+        raise NotImplementedError("the local store decides conditional writes, not this tier")
+
+    def settle_backlog(self, names: Iterable[tuple[str, str]]) -> None:
+        raise NotImplementedError("the local store decides conditional writes, not this tier")
+
+    def decide_batch(
+        self, ops: Sequence[Guarded], atomic: bool
+    ) -> tuple[list[int | None], dict[int, PreconditionFailed]]:
         raise NotImplementedError("the local store decides conditional writes, not this tier")
 
     def pending_work(self) -> bool:

@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 from ..errors import BadRequest
 from ..errors import ValueTooLarge as TooLarge
 from ..memory import bulk_load
-from ..records import Change, Entry, PersistenceClass, version_of
+from ..records import Change, Entry, Guarded, PersistenceClass, version_of
 from ..tiers import TierUnavailable
 from ..tiers.postgres import PostgresTier, PreconditionFailed, ValueTooLarge
 from . import Context, PassReport
@@ -175,6 +175,43 @@ class PostgresReplica:
         self.last_error = None
         self.commits += 1
         return version
+
+    def settle_backlog(self, names: Iterable[tuple[str, str]]) -> None:
+        """Before a batch with conditions (outside the storage lock): this agent's own queued
+        writes of those keys go first (async), so PostgreSQL compares the versions the client
+        read here."""
+        if any(name in self._pending or name in self._deletes for name in names):
+            with contextlib.suppress(TierUnavailable):
+                self.ship(PassReport())
+
+    def decide_batch(
+        self, ops: Sequence[Guarded], atomic: bool
+    ) -> tuple[list[int | None], dict[int, PreconditionFailed]]:
+        """A batch's operations routed here, conditions and writes, in one PostgreSQL
+        transaction (see PostgresTier.write_guarded); a lost condition's stored row is taken,
+        newest wins, so the next read is fresh. TierUnavailable (503): nothing written, also
+        when this agent still holds a queued write of one of the keys (async)."""
+        self._require_open()
+        for op in ops:
+            ident = (op.change.collection, op.change.key)
+            if ident in self._pending or ident in self._deletes:
+                raise TierUnavailable(
+                    f"postgres unreachable, nothing written: {self.last_error or 'backlog kept'}"
+                )
+        try:
+            versions, lost = self.backend.write_guarded(ops, atomic)
+        except TierUnavailable as exc:
+            self.last_error = str(exc)
+            raise TierUnavailable(f"postgres unreachable, nothing written: {exc}") from None
+        except ValueTooLarge as exc:
+            raise TooLarge(str(exc)) from None
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        self.take([failed.current for failed in lost.values() if failed.current is not None])
+        self.last_error = None
+        if not (atomic and lost):
+            self.commits += 1
+        return versions, lost
 
     def _require_open(self) -> None:
         if not self._try_open():

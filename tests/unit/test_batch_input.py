@@ -199,6 +199,29 @@ def test_a_null_value_is_a_value() -> None:
     assert _write([_put(value=None)])[0].raw == b"null"
 
 
+def test_a_null_if_match_is_refused_not_taken_for_no_condition() -> None:
+    # A client that sends null means something; the document says a version (schemathesis).
+    _refused([_put(if_match=None)], r"operations\[0\]\.if_match must not be null")
+
+
+def test_a_null_ttl_is_refused() -> None:
+    _refused([_put(ttl=None)], r"operations\[0\]\.ttl must not be null")
+
+
+def test_a_null_class_is_refused() -> None:
+    _refused([_put(**{"class": None})], r"operations\[0\]\.class must not be null")
+
+
+def test_a_null_condition_on_a_check_is_refused() -> None:
+    check = {"op": "check", "collection": "s", "key": "a", "if_absent": True, "if_match": None}
+    _refused([check], r"operations\[0\]\.if_match must not be null")
+
+
+def test_the_library_none_means_not_given() -> None:
+    (op,) = write_ops([Put("s", "a", 1, if_match=None, ttl=None)], LIMITS, transaction=True)
+    assert op.if_match is None and op.ttl is None
+
+
 def test_an_operation_that_is_not_an_object_is_refused() -> None:
     _refused(["put"], r"operations\[0\] must be an object")
 
