@@ -207,7 +207,9 @@ ENTRY_OVERHEAD = 250
 @dataclass(frozen=True)
 class Change:
     """One record's new state, as the storage hands it to a tier and a tier reads it back
-    (value None: a delete). `version` is the tier's own when it keeps one (0 otherwise)."""
+    (value None: a delete). `version` is the tier's own when it keeps one (0 otherwise);
+    `expires` the end of a time to live, for the tiers that hold it beside the record (postgres:
+    other agents then treat the record as gone once it passes, before the pass deletes it)."""
 
     collection: str
     key: str
@@ -216,6 +218,7 @@ class Change:
     mtime: float
     version: int = 0
     host: str = ""
+    expires: float | None = None
 
 
 @dataclass(frozen=True)

@@ -348,7 +348,7 @@ class HybridStorage:
             version = self._next_version(old)
             now = version / 1_000_000
             expires = None if ttl is None else now + ttl
-            change = replace(change, mtime=now)
+            change = replace(change, mtime=now, expires=expires)
             if not through:
                 # Decided and written under the lock: no other write interleaves.
                 seq = self._apply_put(
@@ -662,14 +662,15 @@ class HybridStorage:
                     "check", c, k, 200, None if live is None else live.version
                 )
                 if routed:
-                    change = Change(c, k, None, cls.value, 0.0)
+                    change = Change(c, k, None, cls.value, self.clock())  # the clock: TTLs
                     plan.append(_Planned(index, op, cls, live, change, routed=True))
                 continue
             if op.op == "delete" and live is None and not (routed and op.conditional):
                 results[index] = OpResult("delete", c, k, 404, None)
                 continue
-            version = self._next_version(old)
-            change = Change(c, k, op.raw, cls.value, version / 1_000_000)
+            now = self._next_version(old) / 1_000_000
+            expires = None if op.ttl is None else now + op.ttl
+            change = Change(c, k, op.raw, cls.value, now, expires=expires)
             plan.append(_Planned(index, op, cls, old, change, routed))
         return plan
 
@@ -759,7 +760,7 @@ class HybridStorage:
                 results[p.index] = OpResult("delete", c, k, 200, None)
                 done.append((p, now, None))
                 continue
-            expires = None if p.op.ttl is None else now + p.op.ttl
+            expires = p.change.expires
             if routes.journaled(p.cls):
                 items.append((c, k, p.cls.value, p.op.raw, now, expires))
                 durable = durable or p.cls.waits_for_sync

@@ -29,6 +29,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from ..errors import BadRequest
@@ -305,7 +306,8 @@ class PostgresReplica:
                 entry = memory.entry(collection, key)
                 if entry is None or not entry.pending & bit or entry.value is None:
                     continue
-                changes.append(Change(collection, key, entry.value, entry.cls.value, entry.mtime))
+                change = Change(collection, key, entry.value, entry.cls.value, entry.mtime)
+                changes.append(replace(change, expires=entry.expires))
                 entry.pending &= ~bit
                 touched.append((collection, key, entry))
             for (collection, key), (cls, when) in deletes.items():
@@ -363,7 +365,7 @@ class PostgresReplica:
                             taken += 1
                         continue
                     owed = routes.owed_after_restore(cls, self.name)
-                    entry = Entry(change.value, cls, mtime, owed)
+                    entry = Entry(change.value, cls, mtime, owed, change.expires)
                     memory.set_entry(change.collection, change.key, entry, mtime)
                     taken += 1
             finally:

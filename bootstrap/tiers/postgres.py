@@ -61,6 +61,7 @@ from .pg_sql import (
     current_row,
     current_version,
     guarded_batch,
+    live_version,
     stream_rows,
     upsert,
 )
@@ -273,7 +274,7 @@ class PostgresTier:
             done = conditional(conn, self._stmts, change, self.host, if_match)
             if done is None:
                 row = current_row(conn, self._stmts, change.collection, change.key)
-                now = None if row is None or row.value is None else row.version
+                now = live_version(row, change.mtime)
                 raise PreconditionFailed(change.collection, change.key, now, row)
             self._remember([done[1]])
             return done[0]
@@ -300,7 +301,7 @@ class PostgresTier:
                 for index in failed:
                     change = ops[index].change
                     row = current_row(conn, self._stmts, change.collection, change.key)
-                    now = None if row is None or row.value is None else row.version
+                    now = live_version(row, change.mtime)
                     lost[index] = PreconditionFailed(change.collection, change.key, now, row)
                 if atomic and lost:
                     raise psycopg.Rollback(tx)  # nothing of it stays

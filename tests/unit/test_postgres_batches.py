@@ -1,8 +1,9 @@
-"""Bulk writes and transactions with the postgres tier, against a real PostgreSQL
+"""Bulk writes, transactions and TTLs with the postgres tier, against a real PostgreSQL
 (tests/pgcluster.py), two agents on one database (issue 11 §1 with issue 8): conditions on
 records routed to PostgreSQL are decided there, with the batch's writes, in one transaction; a
 lost condition in a transaction changes nothing anywhere; a sync bulk write is one PostgreSQL
-transaction; PostgreSQL away means 503 and nothing written."""
+transaction; PostgreSQL away means 503 and nothing written; a record's time to live is stored
+with it, so every agent's reads and conditions treat it as gone once it passes."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from bootstrap.storage import HybridStorage
 from tests.conftest import PgDatabase
 from tests.pgcluster import PgCluster
 
+from .conftest import FakeClock
+
 Agent = Callable[..., HybridStorage]
 MODES = ["sync", "async"]
 LIMITS = Limits(1000, 1 << 20)
@@ -29,12 +32,14 @@ LIMITS = Limits(1000, 1 << 20)
 def agent(pg_db: PgDatabase, tmp_path: Path) -> Iterator[Agent]:
     opened: list[HybridStorage] = []
 
-    def make(name: str, write: str = "async") -> HybridStorage:
+    def make(
+        name: str, write: str = "async", clock: Callable[[], float] = time.time
+    ) -> HybridStorage:
         section = pg_db.section(write=write, max_lag="20ms")
         config = config_from_mapping(
             {"storage_path": str(tmp_path / name), "postgres": section}, base_dir=tmp_path
         )
-        storage = HybridStorage(config)
+        storage = HybridStorage(config, clock=clock)
         storage.initialize()
         opened.append(storage)
         return storage
@@ -240,3 +245,48 @@ def test_a_transaction_with_conditions_is_503_and_writes_nothing_while_postgres_
     assert a.get("agents", "a") is None
     outage.start()
     assert rows(pg_db, "agents") == {}
+
+
+def expiry_of(pg_db: PgDatabase, collection: str, key: str) -> float | None:
+    with pg_db.cluster.admin(pg_db.name) as conn:
+        row = conn.execute(
+            "SELECT expires FROM spine.records WHERE collection = %s AND key = %s",
+            (collection, key),
+        ).fetchone()
+    assert row is not None
+    return None if row[0] is None else float(row[0])
+
+
+@pytest.mark.parametrize("write", MODES)
+def test_an_expired_record_is_gone_on_every_agent_before_any_pass(
+    agent: Agent, pg_db: PgDatabase, write: str
+) -> None:
+    """a writes a session with a TTL; once it passes, b reads nothing and may create the key
+    (PostgreSQL's condition sees it absent too), with no pass run anywhere."""
+    clock = FakeClock(time.time())
+    a, b = agent("a", write, clock), agent("b", write, clock)
+    _, version = a.put_versioned("sessions", "s1", {"user": 1}, cls="session", ttl=60)
+    shipped(a)
+    wait_until(lambda: b.get("sessions", "s1") == {"user": 1}, "b to hear of the session")
+    assert expiry_of(pg_db, "sessions", "s1") == pytest.approx(version / 1e6 + 60)
+    clock.advance(61)
+    assert b.get("sessions", "s1") is None and a.get("sessions", "s1") is None
+    assert b.get_many([("sessions", "s1")]) == [None]
+    _, again = b.put_versioned("sessions", "s1", {"user": 2}, cls="session", if_absent=True)
+    assert again > version
+    assert expiry_of(pg_db, "sessions", "s1") is None, "written again without a TTL"
+    wait_until(lambda: a.get("sessions", "s1") == {"user": 2}, "a to hear of b's session")
+
+
+def test_a_batch_put_carries_its_ttl_to_postgres(agent: Agent, pg_db: PgDatabase) -> None:
+    clock = FakeClock(time.time())
+    a, b = agent("a", "sync", clock), agent("b", "sync", clock)
+    outcome = a.write_batch(
+        ops(Put("sessions", "s1", 1, cls="session", ttl=30), transaction=False), atomic=False
+    )
+    assert expiry_of(pg_db, "sessions", "s1") == pytest.approx(
+        outcome.results[0].version / 1e6 + 30  # type: ignore[operator]
+    )
+    wait_until(lambda: b.get("sessions", "s1") == 1, "b to hear of the session")
+    clock.advance(31)
+    assert b.get("sessions", "s1") is None
