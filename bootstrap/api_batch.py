@@ -8,6 +8,7 @@ Stored values are embedded in the response as they are kept (compact JSON bytes,
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -118,7 +119,14 @@ class BatchEndpoint:
 
     async def write(self, data: bytes, transaction: bool) -> bytes:
         ops = parse_write(data, limits_of(self.storage), transaction)
-        outcome = self.storage.write_batch(ops, atomic=transaction, wait=False)
+        if self.storage.batch_blocks_on_a_tier(ops):
+            # PostgreSQL's round trip (or its connect timeout, when it is away) off the event
+            # loop: other requests go on meanwhile.
+            outcome = await asyncio.to_thread(
+                self.storage.write_batch, ops, atomic=transaction, wait=False
+            )
+        else:
+            outcome = self.storage.write_batch(ops, atomic=transaction, wait=False)
         if outcome.sync_seq:
             await self.wait_durable(outcome.sync_seq)
         results = [result.to_json() for result in outcome.results]

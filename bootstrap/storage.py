@@ -1041,6 +1041,18 @@ class HybridStorage:
         loop so that other requests, and the tier's group commit, go on meanwhile."""
         return self._writes_through(cls) or (conditional and self._arbiter(cls) is not None)
 
+    def batch_blocks_on_a_tier(self, ops: Sequence[BatchOp]) -> bool:
+        """blocks_on_a_tier for a batch: True when any operation may wait for PostgreSQL (a
+        delete's or check's class taken as its collection's default)."""
+        for op in ops:
+            try:
+                cls = self.resolve_class(op.collection, op.cls)
+            except BadRequest:
+                continue  # write_batch refuses it, naming the operation
+            if self.blocks_on_a_tier(cls, op.conditional):
+                return True
+        return False
+
     def _observe_version(self, version: int) -> None:
         """A tier settled on `version` (caller holds the lock): the write clock moves past it,
         so this agent's next write is newer."""
