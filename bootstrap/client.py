@@ -11,7 +11,7 @@ import socket
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote, urlencode
 
 from .batch import Check, Delete, Put, operations_body, read_body
@@ -207,7 +207,7 @@ class ApiClient:
             self.conn.close()
             self.conn = None
 
-    def __enter__(self) -> ApiClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
