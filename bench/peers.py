@@ -77,6 +77,49 @@ class SocketAgent:
         self.client.close()
 
 
+class SocketBatchAgent:
+    """POST /v1/bulk/get and /v1/bulk/write of `batch` consecutive keys per call over the shared
+    client: the agent's side of Redis' MGET and pipelined SET (RedisBatchPeer). Each call builds
+    its body, as redis-py builds its command."""
+
+    def __init__(
+        self, socket_path: Path, collection: str, keys: list[str], batch: int = 100
+    ) -> None:
+        self.client = ApiClient(socket_path, timeout=60)
+        self.collection = collection
+        self.keys = keys
+        self.batch = batch
+        self.offset = 0
+
+    def _next(self) -> list[str]:
+        start = self.offset
+        self.offset = (start + self.batch) % (len(self.keys) - self.batch)
+        return self.keys[start : start + self.batch]
+
+    def get(self, key: str) -> bytes:
+        names = [{"collection": self.collection, "key": k} for k in self._next()]
+        body = orjson.dumps({"records": names})
+        reply = self.client.request("POST", "/v1/bulk/get", body, JSON_HEADERS)
+        if reply.status != 200 or b'"missing":0' not in reply.body:
+            raise RuntimeError(f"bulk get: {reply.status} {reply.body[-200:]!r}")
+        return reply.body
+
+    def put(self, key: str, value: bytes) -> bytes:
+        parsed = orjson.Fragment(value)
+        ops = [
+            {"op": "put", "collection": self.collection, "key": k, "value": parsed}
+            for k in self._next()
+        ]
+        body = orjson.dumps({"operations": ops})
+        reply = self.client.request("POST", "/v1/bulk/write", body, JSON_HEADERS)
+        if reply.status != 200 or b'"failed":0' not in reply.body:
+            raise RuntimeError(f"bulk write: {reply.status} {reply.body[:200]!r}")
+        return reply.body
+
+    def close(self) -> None:
+        self.client.close()
+
+
 class BareHttp:
     """The same shared client (http.client, keep-alive) on the bare ASGI app: the HTTP floor."""
 

@@ -25,6 +25,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from .api_batch import PATHS as BATCH_PATHS
+from .api_batch import BatchEndpoint
+from .batch import BatchError, parse_ttl
 from .errors import PreconditionFailed, Unavailable
 from .etags import NONE, BadConditionHeader, Conditions, conditions_from_headers, format_etag
 from .openapi import MAX_LIST_LIMIT, openapi_document
@@ -261,6 +264,11 @@ class RecordsEndpoint:
     ) -> tuple[int, bytes, int]:
         query = parse_qs(scope.get("query_string", b"").decode(), keep_blank_values=True)
         pclass = self.storage.resolve_class(collection, query.get("class", [None])[-1])
+        ttl_text = query.get("ttl", [None])[-1]
+        try:
+            ttl = None if ttl_text is None else parse_ttl(ttl_text)
+        except BatchError as exc:
+            raise BadRequest(str(exc)) from None
         self.storage.check_names(collection, key)
         limit = self.storage.config.max_value_size
         for name, value in scope["headers"]:
@@ -286,6 +294,7 @@ class RecordsEndpoint:
             wait=False,
             if_match=conditions.if_match,
             if_absent=conditions.if_absent,
+            ttl=ttl,
         )
         if self.storage.blocks_on_a_tier(pclass, conditions.any):
             # PostgreSQL's round trip off the event loop: other requests (and the tier's
@@ -391,14 +400,21 @@ def build_app(
         routes=routes, exception_handlers={StorageError: storage_error, HTTPException: http_error}
     )
     records = RecordsEndpoint(storage, group)
+    batches = BatchEndpoint(storage, group.wait)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        """Record reads and writes take the fast path; everything else goes to Starlette."""
-        if scope["type"] == "http" and scope["path"].startswith(RECORD_PREFIX):
-            rest = scope["path"][len(RECORD_PREFIX) :]
-            slash = rest.find("/")
-            if slash >= 0:
-                await records(scope, receive, send, rest[:slash], rest[slash + 1 :])
+        """Record reads and writes, bulk requests and transactions take the fast path;
+        everything else goes to Starlette."""
+        if scope["type"] == "http":
+            path = scope["path"]
+            if path.startswith(RECORD_PREFIX):
+                rest = path[len(RECORD_PREFIX) :]
+                slash = rest.find("/")
+                if slash >= 0:
+                    await records(scope, receive, send, rest[:slash], rest[slash + 1 :])
+                    return
+            elif path in BATCH_PATHS:
+                await batches(scope, receive, send)
                 return
         await starlette_app(scope, receive, send)
 

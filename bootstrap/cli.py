@@ -2,7 +2,8 @@
 
 Every error is one line on stderr with a non-zero exit: 2 for bad config or usage, 1 for
 a missing key (`get`) or a refused request, 3 when the agent cannot be reached, 4 when a
-conditional write's precondition failed (`--if-match`, `--if-absent`): nothing was written.
+conditional write's precondition failed (`--if-match`, `--if-absent`, a transaction's or a bulk
+write's condition): nothing was written (a bulk write: for those operations).
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import argparse
 import http.client
 import socket
 import sys
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import orjson
 
+from .batch import MAX_TTL, BatchError, parse_ttl, read_body
 from .client import JSON_HEADERS, ApiClient, Reply, condition_headers, record_path
 from .config import AgentConfig, ConfigError, load_config
 from .etags import BadConditionHeader, parse_version
@@ -104,6 +107,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--if-absent", action="store_true", help="create only: exit 4 if the record exists"
     )
     cmd.add_argument("--etag", action="store_true", help="print the new version")
+    cmd.add_argument(
+        "--ttl",
+        metavar="SECONDS",
+        help=f"time to live, 1 to {MAX_TTL} (session and cache records only)",
+    )
+    cmd = add("get-many", "print many records as JSON; missing ones are listed, not errors")
+    cmd.add_argument("records", nargs="+", metavar="COLLECTION/KEY")
+    for name, text in (
+        ("bulk", "apply puts and deletes, each on its own (exit 4 if a condition failed)"),
+        ("transaction", "apply puts, deletes and checks all or nothing (exit 4 if refused)"),
+    ):
+        cmd = add(name, text)
+        cmd.add_argument(
+            "operations", metavar="FILE", help='{"operations": [...]} as JSON; - reads stdin'
+        )
     cmd = add("delete", "delete a record (exit 1 if absent)")
     cmd.add_argument("collection")
     cmd.add_argument("key")
@@ -166,7 +184,16 @@ def dispatch(args: argparse.Namespace, config: AgentConfig) -> int:
             print(f"spine-agent: {exc}", file=sys.stderr)
             return EXIT_USAGE
         headers = condition_headers(if_match, getattr(args, "if_absent", False))
+    if args.command == "get-many":
+        return _get_many(client, args.records)
+    if args.command in ("bulk", "transaction"):
+        return _batch(client, args.command, args.operations)
     if args.command == "put":
+        try:
+            ttl = None if args.ttl is None else parse_ttl(args.ttl)
+        except BatchError as exc:
+            print(f"spine-agent: --{exc}", file=sys.stderr)
+            return EXIT_USAGE
         raw = sys.stdin.buffer.read() if args.value == "-" else args.value.encode()
         try:
             orjson.loads(raw)
@@ -176,7 +203,8 @@ def dispatch(args: argparse.Namespace, config: AgentConfig) -> int:
                 file=sys.stderr,
             )
             return EXIT_USAGE
-        query = f"?{urlencode({'class': args.cls})}" if args.cls else ""
+        params = {k: v for k, v in (("class", args.cls), ("ttl", ttl)) if v is not None}
+        query = f"?{urlencode(params)}" if params else ""
         path = record_path(args.collection, args.key) + query
         status, body, version = client.call_versioned("PUT", path, raw, headers)
         if args.etag and status == 200:
@@ -191,6 +219,40 @@ def dispatch(args: argparse.Namespace, config: AgentConfig) -> int:
         return _print(*client.call("GET", f"{record_path(args.collection)}?{query}"))
     verb = {"tier": "/v1/tier", "backup": "/v1/backup", "flush": "/v1/flush"}[args.command]
     return _print(*client.call("POST", verb))
+
+
+def _get_many(client: AgentClient, records: list[str]) -> int:
+    names = []
+    for text in records:
+        collection, slash, key = text.partition("/")
+        if not slash or not collection or not key:
+            print(f"spine-agent: {text[:80]!r} must be COLLECTION/KEY", file=sys.stderr)
+            return EXIT_USAGE
+        names.append((collection, key))
+    return _print(*client.call("POST", "/v1/bulk/get", read_body(names)))
+
+
+def _batch(client: AgentClient, command: str, source: str) -> int:
+    """POST the operations file as it is: the agent checks it and names what is wrong."""
+    try:
+        raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    except OSError as exc:
+        print(f"spine-agent: cannot read {source}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        print(f"spine-agent: {source} is not JSON ({exc})", file=sys.stderr)
+        return EXIT_USAGE
+    path = "/v1/transaction" if command == "transaction" else "/v1/bulk/write"
+    status, body = client.call("POST", path, raw)
+    if status == 412:
+        _print(status, body)
+        return EXIT_PRECONDITION
+    code = _print(status, body)
+    if code == EXIT_OK and isinstance(body, dict) and body.get("failed"):
+        return EXIT_PRECONDITION  # a bulk write whose conditions failed for some operations
+    return code
 
 
 def _print(status: int, body: Any) -> int:

@@ -8,10 +8,13 @@ import http.client
 import json
 import select
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
-from urllib.parse import quote
+from typing import Any, Self
+from urllib.parse import quote, urlencode
+
+from .batch import Check, Delete, Put, operations_body, read_body
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 DEFAULT_TIMEOUT = 60.0
@@ -164,10 +167,12 @@ class ApiClient:
         *,
         if_match: int | None = None,
         if_absent: bool = False,
+        ttl: int | None = None,
     ) -> Reply:
-        """PUT a record's JSON bytes, optionally conditional; the reply's `version` is the new
-        version (200) or the stored one (412)."""
-        query = f"?class={quote(cls, safe='')}" if cls else ""
+        """PUT a record's JSON bytes, optionally conditional or with a time to live (`ttl`
+        seconds); the reply's `version` is the new version (200) or the stored one (412)."""
+        params = {name: value for name, value in (("class", cls), ("ttl", ttl)) if value}
+        query = f"?{urlencode(params)}" if params else ""
         headers = {**JSON_HEADERS, **condition_headers(if_match, if_absent)}
         return self.request("PUT", record_path(collection, key) + query, body, headers)
 
@@ -180,12 +185,29 @@ class ApiClient:
         path = record_path(collection, key)
         return self.request("DELETE", path, None, condition_headers(if_match))
 
+    def bulk_get(self, names: Sequence[tuple[str, str]]) -> Reply:
+        """POST /v1/bulk/get: many records of one or several collections; the reply lists each
+        in the order asked, `found` false for a missing one."""
+        return self.request("POST", "/v1/bulk/get", read_body(names), JSON_HEADERS)
+
+    def bulk_write(self, operations: Sequence[Put | Delete | Check]) -> Reply:
+        """POST /v1/bulk/write: puts and deletes, each decided on its own (a failed condition
+        is that operation's 412), sharing one journal write and one fdatasync."""
+        body = operations_body(operations)
+        return self.request("POST", "/v1/bulk/write", body, JSON_HEADERS)
+
+    def transaction(self, operations: Sequence[Put | Delete | Check]) -> Reply:
+        """POST /v1/transaction: all operations or none; a failed condition is a 412 naming
+        the first failing record."""
+        body = operations_body(operations)
+        return self.request("POST", "/v1/transaction", body, JSON_HEADERS)
+
     def close(self) -> None:
         if self.conn is not None:
             self.conn.close()
             self.conn = None
 
-    def __enter__(self) -> ApiClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

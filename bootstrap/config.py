@@ -58,6 +58,8 @@ DEFAULTS: dict[str, Any] = {
     "api.max_header_bytes": "16KiB",
     "api.max_connections": 256,
     "api.idle_timeout": "5s",
+    "api.max_batch_ops": 1000,
+    "api.max_batch_bytes": "16MB",
     "preemption.watch": "auto",
     "preemption.metadata_url": "http://metadata.google.internal/computeMetadata/v1",
 }
@@ -88,7 +90,9 @@ SIZE_LIMITS: dict[str, tuple[int, int]] = {
     "memory_limit": (1_000_000, 1024**4),
     "max_value_size": (16, 64 * 1024**2),
     "api.max_header_bytes": (1024, 1024**2),
+    "api.max_batch_bytes": (1024, 1024**3),
 }
+MAX_BATCH_OPS_RANGE = (1, 100_000)
 
 
 class ConfigError(ValueError):
@@ -174,6 +178,9 @@ class ApiConfig:
     max_connections: int = DEFAULTS["api.max_connections"]  # beyond it: 503, then closed
     # seconds a connection may sit without a complete request head
     idle_timeout: int = int(_default_seconds("api.idle_timeout"))
+    # operations in one bulk read, bulk write or transaction, and the bytes of its body
+    max_batch_ops: int = DEFAULTS["api.max_batch_ops"]
+    max_batch_bytes: int = _default_bytes("api.max_batch_bytes")
 
 
 @dataclass(frozen=True)
@@ -237,6 +244,8 @@ _SECTION_KEYS = {
         "max_header_bytes",
         "max_connections",
         "idle_timeout",
+        "max_batch_ops",
+        "max_batch_bytes",
     },
     "preemption": {"watch", "metadata_url"},
     "routes": {c.value for c in PersistenceClass},
@@ -407,6 +416,10 @@ def _api_limits(api_raw: dict[str, Any], api: ApiConfig) -> ApiConfig:
         "api.max_connections", _given(api_raw, "api.max_connections"), MAX_CONNECTIONS_RANGE
     )
     idle = _duration("api.idle_timeout", _given(api_raw, "api.idle_timeout"))
+    batch_ops = _whole(
+        "api.max_batch_ops", _given(api_raw, "api.max_batch_ops"), MAX_BATCH_OPS_RANGE
+    )
+    batch_bytes = _size("api.max_batch_bytes", _given(api_raw, "api.max_batch_bytes"))
     if idle != int(idle):  # uvicorn's keep-alive time is whole seconds
         raise ConfigError("api.idle_timeout", api_raw.get("idle_timeout"), "must be whole seconds")
     if api.tcp_port is not None:
@@ -416,7 +429,12 @@ def _api_limits(api_raw: dict[str, Any], api: ApiConfig) -> ApiConfig:
             )
         read_token_file(api.token_file)
     return replace(
-        api, max_header_bytes=header, max_connections=connections, idle_timeout=int(idle)
+        api,
+        max_header_bytes=header,
+        max_connections=connections,
+        idle_timeout=int(idle),
+        max_batch_ops=batch_ops,
+        max_batch_bytes=batch_bytes,
     )
 
 

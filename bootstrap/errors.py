@@ -50,11 +50,25 @@ class PreconditionFailed(Exception):
         self.current_version = current_version
 
 
+class TransactionFailed(PreconditionFailed):
+    """A transaction's condition failed: nothing of the transaction was written. It names the
+    first failing operation (its index in the request) and record."""
+
+    def __init__(
+        self, index: int, collection: str, key: str, current_version: int | None, message: str
+    ) -> None:
+        super().__init__(current_version, message)
+        self.index = index
+        self.collection = collection
+        self.key = key
+
+
 __all__ = [
     "BadRequest",
     "PreconditionFailed",
     "StorageError",
     "StorageFull",
+    "TransactionFailed",
     "Unavailable",
     "ValueTooLarge",
 ]

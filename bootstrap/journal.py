@@ -5,6 +5,12 @@ only after the line is on stable storage (fdatasync). Several writers share one 
 (group commit): whoever syncs takes every line appended before it, so concurrent callers wait
 for the same flush instead of queueing their own. The journal is cut into numbered segments;
 once the warm files hold everything a segment covers, the segment is deleted (checkpoint).
+
+A batch (a bulk write or a transaction) is one `append_group`: all its lines in one write, each
+carrying `"g"`, the sequence number of the group's last line. Replay applies a group only when
+its last line is there, so a crash that tears a batch leaves none of it, never a part. A
+record's time to live is the line's `"e"` (its expiry time). Lines without these fields (older
+journals) replay as before.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ class JournalOp(NamedTuple):
     cls: str
     value: bytes | None  # None means delete
     ts: float
+    expires: float | None = None  # a time to live's end, wall-clock seconds
 
 
 def raw_value(line: bytes) -> bytes:
@@ -48,6 +55,10 @@ def raw_value(line: bytes) -> bytes:
     if end <= start:
         raise ValueError("journal line has no value")
     return exact_bytes(line[start:end])
+
+
+# (collection, key, class, value or None for a delete, time, expiry or None): one line
+GroupItem = tuple[str, str, str, bytes | None, float, float | None]
 
 
 class JournalWriteError(OSError):
@@ -94,11 +105,14 @@ class Journal:
     def _replay(self, path: Path) -> Iterator[JournalOp]:
         data = path.read_bytes()
         good_end = 0
+        read_end = 0
+        group: list[JournalOp] = []  # lines of a batch whose last line is still to come
         for line in data.splitlines(keepends=True):
             if not line.endswith(b"\n"):
                 break
             try:
                 rec = orjson.loads(line)
+                expires = rec.get("e")
                 op = JournalOp(
                     seq=int(rec["s"]),
                     collection=rec["c"],
@@ -106,10 +120,20 @@ class Journal:
                     cls=rec["cls"],
                     value=None if rec.get("d") else raw_value(line),
                     ts=float(rec["t"]),
+                    expires=None if expires is None else float(expires),
                 )
+                last = int(rec.get("g", op.seq))
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                 break
-            good_end += len(line)
+            read_end += len(line)
+            if group and int(group[-1].seq) + 1 != op.seq:
+                group = []  # a batch cut short, then later lines: none of the batch counts
+            if last != op.seq:
+                group.append(op)
+                continue
+            good_end = read_end
+            yield from group
+            group = []
             yield op
         if good_end < len(data):
             # A torn tail is the write that was never acknowledged: keep it aside, replay the rest.
@@ -132,31 +156,59 @@ class Journal:
             os.close(old)
 
     # -- writes ---------------------------------------------------------------------------
-    def append(self, collection: str, key: str, cls: str, value: bytes | None, ts: float) -> int:
+    def append(
+        self,
+        collection: str,
+        key: str,
+        cls: str,
+        value: bytes | None,
+        ts: float,
+        expires: float | None = None,
+    ) -> int:
         """Write one line to the OS (not yet durable) and return its sequence number."""
-        head = orjson.dumps({"c": collection, "k": key, "cls": cls, "t": ts})[:-1]
+        return self.append_group([(collection, key, cls, value, ts, expires)])
+
+    def append_group(self, items: list[GroupItem]) -> int:
+        """Write the lines of one batch with one write call, marked so that replay takes all of
+        them or none; return the last line's sequence number (0 for no items)."""
+        if not items:
+            return 0
+        heads = []
+        for collection, key, cls, _, ts, expires in items:
+            fields: dict[str, object] = {"c": collection, "k": key, "cls": cls, "t": ts}
+            if expires is not None:
+                fields["e"] = expires
+            heads.append(orjson.dumps(fields)[1:-1])
         with self._lock:
             if self._broken is not None:
                 raise JournalWriteError(self._broken.errno, f"journal unavailable: {self._broken}")
-            seq = self._seq + 1
-            tail = b',"d":true}\n' if value is None else VALUE_MARK + value + b"}\n"
-            line = b'{"s":' + str(seq).encode() + b"," + head[1:] + tail
+            first = self._seq + 1
+            last = first + len(items) - 1
+            mark = b"" if len(items) == 1 else b',"g":%d' % last
+            lines = []
+            for offset, (head, item) in enumerate(zip(heads, items, strict=True)):
+                value = item[3]
+                tail = b',"d":true}\n' if value is None else VALUE_MARK + value + b"}\n"
+                lines.append(b'{"s":%d%s,%s%s' % (first + offset, mark, head, tail))
+            data = b"".join(lines)
+            before = os.fstat(self._fd).st_size if len(items) > 1 else -1
             try:
-                written = os.write(self._fd, line)
-                if written != len(line):
+                written = os.write(self._fd, data)
+                if written != len(data):
                     raise OSError(28, "short write to the journal (disk full?)")
             except OSError as exc:
-                self._recover_after_failed_write()
+                self._recover_after_failed_write(before)
                 raise JournalWriteError(exc.errno, f"journal write failed: {exc.strerror}") from exc
-            self._seq = seq
+            self._seq = last
             self._bytes += written
-            return seq
+            return last
 
-    def _recover_after_failed_write(self) -> None:
-        """A partial line must not stay in front of later good ones: cut the segment back."""
+    def _recover_after_failed_write(self, before: int = -1) -> None:
+        """A partial line (or batch) must not stay in front of later good ones: cut the segment
+        back to where the write began (a batch) or to its last whole line."""
         try:
             size = os.lseek(self._fd, 0, os.SEEK_END)
-            data_end = self._last_newline_end(size)
+            data_end = before if before >= 0 else self._last_newline_end(size)
             os.ftruncate(self._fd, data_end)
         except OSError as exc:  # pragma: no cover - the disk is failing under us
             self._broken = exc

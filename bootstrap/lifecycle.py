@@ -11,13 +11,29 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
+import orjson
+
+from .batch import (
+    BatchError,
+    Check,
+    Delete,
+    Limits,
+    OpResult,
+    Put,
+    check_ttl,
+    read_names,
+    write_ops,
+)
 from .config import DEFAULTS, AgentConfig, config_from_mapping
+from .errors import BadRequest, ValueTooLarge
 from .preemption import PreemptionWatcher, running_on_gce
 from .scheduler import TieringScheduler
 from .storage import HybridStorage, TierReport
+
+T = TypeVar("T")
 
 log = logging.getLogger("spine.lifecycle")
 
@@ -151,13 +167,46 @@ class HybridVMStorage:
         *,
         if_match: int | None = None,
         if_absent: bool = False,
+        ttl: int | None = None,
     ) -> int:
         """Store a value; the record's new version. With `if_match` only if the record is
         still at that version, with `if_absent` only if there is none: else
-        bootstrap.errors.PreconditionFailed, and nothing is written."""
+        bootstrap.errors.PreconditionFailed, and nothing is written. `ttl`: seconds to live
+        (session and cache records only)."""
+        if ttl is not None:
+            try:
+                ttl = check_ttl(ttl)
+            except BatchError as exc:
+                raise BadRequest(str(exc)) from None
         return self.storage.put_versioned(
-            collection, key, value, cls, if_match=if_match, if_absent=if_absent
+            collection, key, value, cls, if_match=if_match, if_absent=if_absent, ttl=ttl
         )[1]
+
+    def get_many(self, names: Sequence[tuple[str, str]]) -> list[tuple[Any, int] | None]:
+        """(value, version) of each (collection, key), None where absent: one bulk read."""
+        checked = self._checked(lambda limits: read_names(names, limits))
+        found = self.storage.get_many(checked)
+        return [None if hit is None else (orjson.loads(hit[0]), hit[1]) for hit in found]
+
+    def bulk_write(self, operations: Sequence[Put | Delete | Check]) -> list[OpResult]:
+        """Puts and deletes, each decided on its own (a failed condition: that result's status
+        412), with one journal write and one fdatasync; durable when this returns."""
+        ops = self._checked(lambda limits: write_ops(operations, limits, False))
+        return self.storage.write_batch(ops, atomic=False).results
+
+    def transaction(self, operations: Sequence[Put | Delete | Check]) -> list[OpResult]:
+        """Puts, deletes and checks all or nothing: a failed condition raises
+        bootstrap.errors.TransactionFailed (naming the record) and nothing is written."""
+        ops = self._checked(lambda limits: write_ops(operations, limits, True))
+        return self.storage.write_batch(ops, atomic=True).results
+
+    def _checked(self, check: Callable[[Limits], T]) -> T:
+        """A batch held to the same limits as over HTTP; BadRequest naming what is wrong."""
+        limits = Limits(self.config.api.max_batch_ops, self.config.max_value_size)
+        try:
+            return check(limits)
+        except BatchError as exc:
+            raise (ValueTooLarge if exc.status == 413 else BadRequest)(str(exc)) from None
 
     def get(self, collection: str, key: str, default: Any = None) -> Any:
         return self.storage.get(collection, key, default)

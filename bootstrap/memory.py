@@ -110,6 +110,15 @@ class MemoryStore:
     def counts(self) -> dict[str, int]:
         return {name: len(coll) for name, coll in sorted(self._mem.items())}
 
+    def expiring(self) -> set[tuple[str, str]]:
+        """(collection, key) of every record with a time to live (after restore)."""
+        return {
+            (name, key)
+            for name, coll in self._mem.items()
+            for key, entry in coll.items()
+            if entry.expires is not None
+        }
+
     def over_limit(self) -> bool:
         return self.used > self.limit
 

@@ -9,6 +9,8 @@ from typing import Any
 
 import orjson
 
+from .batch import MAX_TTL
+from .config import DEFAULTS
 from .etags import MAX_VERSION
 from .records import (
     MAX_COLLECTION_LENGTH,
@@ -139,6 +141,7 @@ SCHEMAS: dict[str, Any] = {
             "records_written": _INT,
             "evicted": _INT,
             "expired_cache": _INT,
+            "expired": _INT,
             "journal_segments_dropped": _INT,
             "seconds": _NUM,
         },
@@ -151,6 +154,134 @@ SCHEMAS: dict[str, Any] = {
         {"files_written": _INT, "commit": _NULLABLE_STR, "changes": _INT}, ["files_written"]
     ),
 }
+
+_COLLECTION_FIELD = {**COLLECTION_SCHEMA, "description": "the record's collection"}
+_TTL = {"type": "integer", "minimum": 1, "maximum": MAX_TTL}
+_NAMES = {"collection": COLLECTION_SCHEMA, "key": KEY_SCHEMA}
+_MAX_OPS = DEFAULTS["api.max_batch_ops"]
+
+
+def _strict(properties: dict[str, Any], required: list[str], **extra: Any) -> dict[str, Any]:
+    return {**_obj(properties, required), "additionalProperties": False, **extra}
+
+
+SCHEMAS.update(
+    {
+        "RecordName": _strict(_NAMES, ["collection", "key"]),
+        "BulkGetRequest": _strict(
+            {
+                "records": {
+                    "type": "array",
+                    "items": _ref("RecordName"),
+                    "minItems": 1,
+                    "maxItems": _MAX_OPS,
+                    "uniqueItems": True,
+                    "description": "at most api.max_batch_ops names, each once",
+                }
+            },
+            ["records"],
+        ),
+        "BulkRecord": _obj(
+            {**_NAMES, "found": _BOOL, "version": _VERSION, "value": _ref("Value")},
+            ["collection", "key", "found"],
+        ),
+        "BulkGetResponse": _obj(
+            {"records": {"type": "array", "items": _ref("BulkRecord")}, "missing": _INT}
+        ),
+        "PutOperation": _strict(
+            {
+                "op": {"enum": ["put"]},
+                **_NAMES,
+                "value": _ref("Value"),
+                "class": {"type": "string", "enum": _CLASS_NAMES},
+                "ttl": {
+                    **_TTL,
+                    "description": "seconds to live; refused (400) on a critical record",
+                },
+                "if_match": _VERSION,
+                "if_absent": _BOOL,
+            },
+            ["op", "collection", "key", "value"],
+        ),
+        "DeleteOperation": _strict(
+            {"op": {"enum": ["delete"]}, **_NAMES, "if_match": _VERSION},
+            ["op", "collection", "key"],
+        ),
+        # A condition only (transactions): one of the two conditions is required (a check of
+        # nothing is refused, 400), so a check is one of two shapes.
+        "CheckOperation": {
+            "anyOf": [_ref("CheckIfMatch"), _ref("CheckIfAbsent")],
+            "description": "a condition only (transactions): if_match a version, or if_absent",
+        },
+        "CheckIfMatch": _strict(
+            {"op": {"enum": ["check"]}, **_NAMES, "if_match": _VERSION, "if_absent": _BOOL},
+            ["op", "collection", "key", "if_match"],
+        ),
+        "CheckIfAbsent": _strict(
+            {
+                "op": {"enum": ["check"]},
+                **_NAMES,
+                "if_match": _VERSION,
+                "if_absent": {"enum": [True]},
+            },
+            ["op", "collection", "key", "if_absent"],
+        ),
+        "BulkWriteRequest": _strict(
+            {
+                "operations": {
+                    "type": "array",
+                    "items": {"oneOf": [_ref("PutOperation"), _ref("DeleteOperation")]},
+                    "minItems": 1,
+                    "maxItems": _MAX_OPS,
+                }
+            },
+            ["operations"],
+        ),
+        "TransactionRequest": _strict(
+            {
+                "operations": {
+                    "type": "array",
+                    "items": {
+                        "oneOf": [
+                            _ref("PutOperation"),
+                            _ref("DeleteOperation"),
+                            _ref("CheckOperation"),
+                        ]
+                    },
+                    "minItems": 1,
+                    "maxItems": _MAX_OPS,
+                }
+            },
+            ["operations"],
+        ),
+        "OperationResult": _obj(
+            {
+                "op": {"enum": ["put", "delete", "check"]},
+                **_NAMES,
+                "status": {"type": "integer", "enum": [200, 404, 412]},
+                "version": {**_VERSION, "nullable": True},
+                "current_version": {**_VERSION, "nullable": True},
+            },
+            ["op", "collection", "key", "status", "version"],
+        ),
+        "BatchResponse": _obj(
+            {
+                "ok": _BOOL,
+                "failed": _INT,
+                "results": {"type": "array", "items": _ref("OperationResult")},
+            }
+        ),
+        "TransactionFailed": _strict(
+            {
+                "error": _STR,
+                "current_version": {**_VERSION, "nullable": True},
+                "index": _INT,
+                **_NAMES,
+            },
+            ["error", "current_version", "index", "collection", "key"],
+        ),
+    }
+)
 
 # Answers any operation can get before it runs: they come from the TCP guard and the HTTP limits.
 COMMON = {
@@ -199,6 +330,20 @@ UNAVAILABLE = (
 )
 BAD_CONDITION = "a malformed If-Match or If-None-Match (the message names the header)"
 KEY = {"name": "key", "in": "path", "required": True, "schema": KEY_SCHEMA}
+
+
+BAD_BATCH = (
+    "bad body: not the documented shape, a bad name, value, ttl or condition, or one record "
+    "named twice (the message names the operation and field); nothing written"
+)
+BATCH_TOO_LARGE = (
+    "over api.max_batch_ops operations, a body over api.max_batch_bytes, or a value over "
+    "max_value_size; nothing written"
+)
+
+
+def _body(schema: str) -> dict[str, Any]:
+    return {"required": True, "content": {JSON: {"schema": _ref(schema)}}}
 
 
 def _op(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -282,7 +427,16 @@ PATHS: dict[str, Any] = {
                     "in": "query",
                     "required": False,
                     "schema": {"type": "string", "enum": _CLASS_NAMES},
-                }
+                },
+                {
+                    "name": "ttl",
+                    "in": "query",
+                    "required": False,
+                    "description": "seconds to live: the record is gone from reads once they "
+                    "pass, and from every tier by the next pass; refused (400) on a critical "
+                    "record",
+                    "schema": _TTL,
+                },
             ],
             requestBody={"required": True, "content": {JSON: {"schema": _ref("Value")}}},
         ),
@@ -298,6 +452,54 @@ PATHS: dict[str, Any] = {
             },
             parameters=[IF_MATCH],
         ),
+    },
+    "/v1/bulk/get": {
+        "post": _op(
+            "Read many records of one or several collections; a missing one is listed with "
+            "found: false, not an error.",
+            {
+                "200": _answer("the records, in the order asked", _ref("BulkGetResponse")),
+                "400": _answer(BAD_BATCH),
+                "405": _answer("not POST"),
+                "413": _answer(BATCH_TOO_LARGE),
+            },
+            requestBody=_body("BulkGetRequest"),
+        )
+    },
+    "/v1/bulk/write": {
+        "post": _op(
+            "Apply many puts and deletes, each decided on its own: a failed condition is that "
+            "operation's status 412 and the others are written. One journal write and one "
+            "fdatasync for all of them; durable when this answers.",
+            {
+                "200": _answer("one result per operation, in order", _ref("BatchResponse")),
+                "400": _answer(BAD_BATCH + "; a ttl on a critical record"),
+                "405": _answer("not POST"),
+                "413": _answer(BATCH_TOO_LARGE),
+                "503": _answer(UNAVAILABLE),
+                "507": DISK_FULL,
+            },
+            requestBody=_body("BulkWriteRequest"),
+        )
+    },
+    "/v1/transaction": {
+        "post": _op(
+            "Apply puts, deletes and checks all or nothing. If a condition fails, nothing is "
+            "written and the 412 names the first failing record. Durable when this answers.",
+            {
+                "200": _answer("one result per operation, in order", _ref("BatchResponse")),
+                "400": _answer(BAD_BATCH + "; a ttl on a critical record"),
+                "405": _answer("not POST"),
+                "412": _answer(
+                    "a condition failed, nothing written: the first failing record",
+                    _ref("TransactionFailed"),
+                ),
+                "413": _answer(BATCH_TOO_LARGE),
+                "503": _answer(UNAVAILABLE),
+                "507": DISK_FULL,
+            },
+            requestBody=_body("TransactionRequest"),
+        )
     },
     "/v1/tier": {
         "post": _op(

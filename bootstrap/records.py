@@ -112,7 +112,7 @@ def validate_value(raw: bytes, reencode: bool = True) -> bytes:
     if not reencode:
         return raw
     if _LONG_DIGITS.search(raw):  # before orjson, which reads 10**400 as "infinity"
-        _check_integers(raw)
+        check_integers(raw)
     try:
         parsed = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -132,7 +132,7 @@ def _nested_deeper_than(raw: bytes, limit: int) -> bool:
     return bool(brackets)
 
 
-def _check_integers(raw: bytes) -> None:
+def check_integers(raw: bytes) -> None:
     for match in _NUMBER.finditer(_STRING.sub(b'""', raw)):
         token = match.group()
         if b"." in token or b"e" in token or b"E" in token:
@@ -162,17 +162,31 @@ class Entry:
     """One record in memory. The value is kept as compact JSON bytes: cheaper than a parsed object
     (RSS at 100k records) and served over the socket without re-encoding. `pending` holds one
     bit per configured tier (bootstrap.policy.Routes) the record still has to reach: one int
-    slot, whatever the number of tiers."""
+    slot, whatever the number of tiers. `expires` is the end of a time to live (wall-clock
+    seconds), None for a record kept until deleted."""
 
-    __slots__ = ("atime", "cls", "loc", "mtime", "pending", "value")
+    __slots__ = ("atime", "cls", "expires", "loc", "mtime", "pending", "value")
 
-    def __init__(self, value: bytes, cls: PersistenceClass, mtime: float, pending: int) -> None:
+    def __init__(
+        self,
+        value: bytes,
+        cls: PersistenceClass,
+        mtime: float,
+        pending: int,
+        expires: float | None = None,
+    ) -> None:
         self.value: bytes | None = value
         self.cls = cls
         self.mtime = mtime
         self.atime = mtime
         self.pending = pending
+        self.expires = expires
         self.loc: int | None = None  # where the evictable copy lives (a warm file's line)
+
+    def expired(self, now: float) -> bool:
+        """True once its time to live has passed: it is gone from reads, and the next pass
+        deletes it from every tier."""
+        return self.expires is not None and self.expires <= now
 
     @property
     def version(self) -> int:
@@ -193,7 +207,9 @@ ENTRY_OVERHEAD = 250
 @dataclass(frozen=True)
 class Change:
     """One record's new state, as the storage hands it to a tier and a tier reads it back
-    (value None: a delete). `version` is the tier's own when it keeps one (0 otherwise)."""
+    (value None: a delete). `version` is the tier's own when it keeps one (0 otherwise);
+    `expires` the end of a time to live, for the tiers that hold it beside the record (postgres:
+    other agents then treat the record as gone once it passes, before the pass deletes it)."""
 
     collection: str
     key: str
@@ -202,3 +218,20 @@ class Change:
     mtime: float
     version: int = 0
     host: str = ""
+    expires: float | None = None
+
+
+@dataclass(frozen=True)
+class Guarded:
+    """One operation of a batch whose conditions a tier decides (PostgreSQL): a write
+    (`change`, a delete when its value is None) or, with `write=False`, a check that writes
+    nothing."""
+
+    change: Change
+    if_match: int | None = None
+    if_absent: bool = False
+    write: bool = True
+
+    @property
+    def conditional(self) -> bool:
+        return self.if_match is not None or self.if_absent

@@ -48,7 +48,7 @@ def replay_journal(journal: Journal, memory: MemoryStore, routes: Routes) -> int
             if op.value is None:
                 memory.remove_entry(op.collection, op.key, cls, op.ts)
             else:
-                entry = Entry(op.value, cls, op.ts, routes.mask(cls))
+                entry = Entry(op.value, cls, op.ts, routes.mask(cls), op.expires)
                 memory.set_entry(op.collection, op.key, entry, op.ts)
     return len(ops)
 

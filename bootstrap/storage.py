@@ -19,21 +19,30 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
 from . import restore as restoring
+from .batch import BatchOp, OpResult
 from .config import AgentConfig
-from .errors import BadRequest, PreconditionFailed, StorageError, StorageFull, ValueTooLarge
-from .journal import Journal, JournalWriteError
+from .errors import (
+    BadRequest,
+    PreconditionFailed,
+    StorageError,
+    StorageFull,
+    TransactionFailed,
+    ValueTooLarge,
+)
+from .journal import GroupItem, Journal, JournalWriteError
 from .memory import MemoryStore, release_free_heap
 from .policy import Routes
 from .records import (
     Change,
     Entry,
+    Guarded,
     InvalidValue,
     PersistenceClass,
     check_collection,
@@ -68,6 +77,29 @@ __all__ = [
 
 
 @dataclass
+class BatchOutcome:
+    """A batch's results in the order of its operations; `sync_seq` is the journal sequence
+    number to sync before the ack (0: nothing to wait for)."""
+
+    results: list[OpResult]
+    sync_seq: int
+
+
+@dataclass(slots=True)
+class _Planned:
+    """One operation of a batch on its way to the tiers: `routed` to the tier that decides its
+    condition; `skip` once that tier refused it (412); `old` the entry held before."""
+
+    index: int
+    op: BatchOp
+    cls: PersistenceClass
+    old: Entry | None
+    change: Change
+    routed: bool = False
+    skip: bool = False
+
+
+@dataclass
 class Counters:
     puts: int = 0
     gets: int = 0
@@ -99,6 +131,7 @@ class HybridStorage:
         self._open = False
         self._lock_fd = -1
         self._last_version = 0  # the write clock (µs): every write takes a larger value
+        self._expiring: set[tuple[str, str]] = set()  # records put with a time to live
         ctx = Context(
             config=config,
             clock=clock,
@@ -143,6 +176,7 @@ class HybridStorage:
         for replica in self.replicas:
             replica.ready(self.restored_from)
         self._seed_write_clock()
+        self._expiring = self.memory.expiring()
         self._open = True
         log.info(
             "storage ready",
@@ -229,11 +263,12 @@ class HybridStorage:
         *,
         if_match: int | None = None,
         if_absent: bool = False,
+        ttl: int | None = None,
     ) -> int:
         """Store a JSON-able value. Critical puts are durable when this returns (wait=True).
         Returns the journal sequence number; `put_versioned` also returns the new version."""
         return self.put_versioned(
-            collection, key, value, cls, wait, if_match=if_match, if_absent=if_absent
+            collection, key, value, cls, wait, if_match=if_match, if_absent=if_absent, ttl=ttl
         )[0]
 
     def put_versioned(
@@ -246,6 +281,7 @@ class HybridStorage:
         *,
         if_match: int | None = None,
         if_absent: bool = False,
+        ttl: int | None = None,
     ) -> tuple[int, int]:
         """`put` returning (journal sequence number, the record's new version)."""
         try:
@@ -253,7 +289,7 @@ class HybridStorage:
         except TypeError as exc:
             raise BadRequest(f"value is not JSON-serialisable: {exc}") from None
         return self.put_json_versioned(
-            collection, key, data, cls, wait, True, if_match=if_match, if_absent=if_absent
+            collection, key, data, cls, wait, True, if_match=if_match, if_absent=if_absent, ttl=ttl
         )
 
     def put_json(
@@ -279,13 +315,17 @@ class HybridStorage:
         *,
         if_match: int | None = None,
         if_absent: bool = False,
+        ttl: int | None = None,
     ) -> tuple[int, int]:
         """`put_json` returning (journal sequence number, new version). With `if_match` the
         write happens only if the stored version is that one; with `if_absent` only if there is
         no record. Both are decided under the storage lock, so of two writers holding the same
-        version exactly one wins; the other gets PreconditionFailed and nothing is written."""
+        version exactly one wins; the other gets PreconditionFailed and nothing is written.
+        With `ttl` (seconds; session and cache records only) the record expires."""
         self.check_names(collection, key)
         pclass = self.resolve_class(collection, cls)
+        if ttl is not None:
+            self._check_ttl(collection, key, pclass, ttl)
         if len(raw) > self.config.max_value_size:
             raise ValueTooLarge(
                 f"value is {len(raw)} bytes (max_value_size is {self.config.max_value_size})"
@@ -304,14 +344,15 @@ class HybridStorage:
         with memory.lock:
             old = memory.entry(collection, key)
             if conditional and arbiter is None:
-                self._check_precondition(collection, key, old, if_match, if_absent)
+                self._check_precondition(collection, key, self._live(old), if_match, if_absent)
             version = self._next_version(old)
             now = version / 1_000_000
-            change = replace(change, mtime=now)
+            expires = None if ttl is None else now + ttl
+            change = replace(change, mtime=now, expires=expires)
             if not through:
                 # Decided and written under the lock: no other write interleaves.
                 seq = self._apply_put(
-                    collection, key, raw, pclass, now, self.routes.mask(pclass), old
+                    collection, key, raw, pclass, now, self.routes.mask(pclass), old, expires
                 )
         if seq is None:
             # A tier decides or must hold the write before the ack (postgres): not under the
@@ -329,7 +370,7 @@ class HybridStorage:
                 old = memory.entry(collection, key)
                 if old is not None and old.version > version:
                     return 0, version  # written through; a newer write has landed meanwhile
-                seq = self._apply_put(collection, key, raw, pclass, now, mask, old)
+                seq = self._apply_put(collection, key, raw, pclass, now, mask, old, expires)
         tombstoned_durable = seq < 0
         seq = abs(seq)
         if (wait and pclass.waits_for_sync) or tombstoned_durable:
@@ -345,6 +386,7 @@ class HybridStorage:
         now: float,
         mask: int,
         old: Entry | None,
+        expires: float | None = None,
     ) -> int:
         """Journal and install a put (caller holds the lock); the journal sequence number,
         negative when it tombstoned a durable record that must be synced before the ack."""
@@ -352,7 +394,7 @@ class HybridStorage:
         tombstoned_durable = False
         try:
             if routes.journaled(pclass):
-                seq = self.journal.append(collection, key, pclass.value, raw, now)
+                seq = self.journal.append(collection, key, pclass.value, raw, now, expires)
             elif old is not None and routes.journaled(old.cls):
                 # The record leaves its tiers (a cache value over a durable one): the journal
                 # must say the older value is gone, or a crash brings it back.
@@ -363,7 +405,9 @@ class HybridStorage:
         except JournalWriteError as exc:
             self._counters.put_errors += 1
             raise StorageFull(f"write refused, nothing stored: {exc.strerror or exc}") from None
-        memory.set_entry(collection, key, Entry(raw, pclass, now, mask), now)
+        memory.set_entry(collection, key, Entry(raw, pclass, now, mask, expires), now)
+        if expires is not None:
+            self._expiring.add((collection, key))
         self._counters.puts += 1
         if memory.used > memory.limit and not memory.evict_blocked:
             memory.evict_for_limit()
@@ -428,7 +472,11 @@ class HybridStorage:
         if entry is None:
             self._counters.misses += 1
             return None
-        entry.atime = self.clock()
+        now = self.clock()
+        if entry.expires is not None and entry.expires <= now:
+            self._counters.misses += 1
+            return None
+        entry.atime = now
         self._counters.gets += 1
         value = entry.value
         if value is not None:
@@ -442,11 +490,13 @@ class HybridStorage:
     def get_json_versioned(self, collection: str, key: str) -> tuple[bytes, int] | None:
         """(JSON bytes, version) read together, or None: the pair a conditional write needs."""
         while True:
-            entry = self.memory.entry(collection, key)
+            entry = self._live(self.memory.entry(collection, key))
             if entry is None:
                 self._counters.misses += 1
                 return None
             raw = self.get_json(collection, key)
+            if raw is None and entry.expired(self.clock()):
+                return None  # its time to live ran out between the two reads
             # A write between the two reads replaced the entry: read the pair again.
             if raw is not None and self.memory.entry(collection, key) is entry:
                 return raw, entry.version
@@ -457,9 +507,23 @@ class HybridStorage:
         return None if found is None else (orjson.loads(found[0]), found[1])
 
     def current_version(self, collection: str, key: str) -> int | None:
-        """The stored version, or None when the record is absent."""
-        entry = self.memory.entry(collection, key)
+        """The stored version, or None when the record is absent (or expired)."""
+        entry = self._live(self.memory.entry(collection, key))
         return None if entry is None else entry.version
+
+    def _live(self, entry: Entry | None) -> Entry | None:
+        """The entry, or None once its time to live has passed (it counts as absent)."""
+        if entry is None or entry.expires is None or entry.expires > self.clock():
+            return entry
+        return None
+
+    @staticmethod
+    def _check_ttl(collection: str, key: str, cls: PersistenceClass, ttl: int) -> None:
+        if cls is PersistenceClass.CRITICAL:
+            raise BadRequest(
+                f"ttl is refused on critical records ({collection}/{key} is critical: it is kept "
+                "until deleted); give it class session or cache"
+            )
 
     def delete(
         self, collection: str, key: str, wait: bool = True, *, if_match: int | None = None
@@ -470,7 +534,7 @@ class HybridStorage:
         self.check_names(collection, key)
         memory = self.memory
         with memory.lock:
-            entry = memory.entry(collection, key)
+            entry = self._live(memory.entry(collection, key))
             arbiter = None
             if if_match is not None:
                 cls = entry.cls if entry is not None else self.config.class_of(collection)
@@ -521,6 +585,270 @@ class HybridStorage:
         self._counters.deletes += 1
         return seq
 
+    # == batches (bootstrap.batch validates them; see its docstring) ==========================
+    def get_many(self, names: Sequence[tuple[str, str]]) -> list[tuple[bytes, int] | None]:
+        """(JSON bytes, version) of each record named, None where it is absent or expired."""
+        return [self.get_json_versioned(collection, key) for collection, key in names]
+
+    def write_batch(self, ops: Sequence[BatchOp], atomic: bool, wait: bool = True) -> BatchOutcome:
+        """Apply validated operations under one hold of the lock, with one journal write (its
+        lines marked as one group: a crash keeps all or none of them) and one fdatasync when
+        any is critical. `atomic` (a transaction): the first failed condition raises
+        TransactionFailed and nothing is written; else a failed condition is that operation's
+        412 and the rest go ahead. With wait=False the caller syncs through `sync_seq`.
+
+        Conditions on records of a class routed to a tier that decides them (PostgreSQL) are
+        decided there, with every operation of the batch routed to it, in one transaction
+        (503, nothing written, when it is away); the others under the lock, against memory.
+        PostgreSQL's round trip happens under the lock: the batch is one step for this agent."""
+        classes = [self._batch_class(index, op) for index, op in enumerate(ops)]
+        arbiter = self._arbiter_of_batch(ops, classes)
+        if arbiter is not None:
+            arbiter.settle_backlog([(op.collection, op.key) for op in ops])  # not under the lock
+        memory = self.memory
+        with memory.lock:
+            results: list[OpResult | None] = [None] * len(ops)
+            plan = self._plan_batch(ops, classes, arbiter, atomic, results)
+            settled, taken = self._batch_to_tiers(plan, arbiter, atomic, results)
+            seq, durable = self._apply_batch(plan, settled, taken, results)
+        sync_seq = seq if durable else 0
+        if wait and sync_seq:
+            self.sync(sync_seq)
+            sync_seq = 0
+        return BatchOutcome([r for r in results if r is not None], sync_seq)
+
+    def _arbiter_of_batch(
+        self, ops: Sequence[BatchOp], classes: Sequence[PersistenceClass | None]
+    ) -> Replica | None:
+        """The tier that decides this batch's conditions (PostgreSQL), when one of them is on a
+        record of a class routed to it; None: every condition is decided here."""
+        for op, pclass in zip(ops, classes, strict=True):
+            if op.conditional:
+                arbiter = self._arbiter(pclass or self._class_held(op.collection, op.key))
+                if arbiter is not None:
+                    return arbiter
+        return None
+
+    def _class_held(self, collection: str, key: str) -> PersistenceClass:
+        """The class of the record held, else the collection's (a delete or check)."""
+        entry = self._live(self.memory.entry(collection, key))
+        return entry.cls if entry is not None else self.config.class_of(collection)
+
+    def _plan_batch(
+        self,
+        ops: Sequence[BatchOp],
+        classes: Sequence[PersistenceClass | None],
+        arbiter: Replica | None,
+        atomic: bool,
+        results: list[OpResult | None],
+    ) -> list[_Planned]:
+        """What each operation will do (caller holds the lock); the conditions decided here are
+        decided now (TransactionFailed), the arbiter's are left to it."""
+        memory = self.memory
+        plan: list[_Planned] = []
+        for index, (op, pclass) in enumerate(zip(ops, classes, strict=True)):
+            c, k = op.collection, op.key
+            old = memory.entry(c, k)
+            live = self._live(old)
+            cls = pclass or (live.cls if live is not None else self.config.class_of(c))
+            routed = arbiter is not None and bool(self.routes.mask(cls) & arbiter.bit)
+            if op.conditional and not routed:
+                try:
+                    self._check_precondition(c, k, live, op.if_match, op.if_absent)
+                except PreconditionFailed as exc:
+                    if atomic:
+                        raise TransactionFailed(
+                            index, c, k, exc.current_version, str(exc)
+                        ) from None
+                    results[index] = OpResult(op.op, c, k, 412, None, exc.current_version)
+                    continue
+            if op.op == "check":
+                results[index] = OpResult(
+                    "check", c, k, 200, None if live is None else live.version
+                )
+                if routed:
+                    change = Change(c, k, None, cls.value, self.clock())  # the clock: TTLs
+                    plan.append(_Planned(index, op, cls, live, change, routed=True))
+                continue
+            if op.op == "delete" and live is None and not (routed and op.conditional):
+                results[index] = OpResult("delete", c, k, 404, None)
+                continue
+            now = self._next_version(old) / 1_000_000
+            expires = None if op.ttl is None else now + op.ttl
+            change = Change(c, k, op.raw, cls.value, now, expires=expires)
+            plan.append(_Planned(index, op, cls, old, change, routed))
+        return plan
+
+    def _batch_to_tiers(
+        self,
+        plan: list[_Planned],
+        arbiter: Replica | None,
+        atomic: bool,
+        results: list[OpResult | None],
+    ) -> tuple[dict[int, int | None], dict[int, int]]:
+        """Reach the tiers that decide or must hold the batch before the ack (caller holds the
+        lock): index -> the version a tier settled on, and index -> the bits of the tiers that
+        took it. A condition the arbiter lost is that operation's 412 (a transaction: raised,
+        nothing written anywhere)."""
+        settled: dict[int, int | None] = {}
+        taken: dict[int, int] = {}
+        guarded = [p for p in plan if p.routed]
+        if arbiter is not None and guarded:
+            ops = [
+                Guarded(p.change, p.op.if_match, p.op.if_absent, p.op.op != "check")
+                for p in guarded
+            ]
+            versions, lost = arbiter.decide_batch(ops, atomic)
+            if lost and atomic:
+                first = min(lost)
+                p = guarded[first]
+                failure = lost[first]
+                raise TransactionFailed(
+                    p.index, p.op.collection, p.op.key, failure.current_version, str(failure)
+                )
+            for position, p in enumerate(guarded):
+                if position in lost:
+                    results[p.index] = OpResult(
+                        p.op.op,
+                        p.op.collection,
+                        p.op.key,
+                        412,
+                        None,
+                        lost[position].current_version,
+                    )
+                    p.skip = True
+                    continue
+                settled[p.index] = versions[position]
+                taken[p.index] = arbiter.bit
+                if p.op.op == "check":
+                    results[p.index] = OpResult(
+                        "check", p.op.collection, p.op.key, 200, versions[position]
+                    )
+        rest = [p for p in plan if not p.routed]
+        for replica in self.replicas:
+            mine = [p for p in rest if replica.writes_through(p.cls)]
+            if not mine:
+                continue
+            versions_through = replica.write_through_many([p.change for p in mine]) or []
+            for position, p in enumerate(mine):
+                taken[p.index] = taken.get(p.index, 0) | replica.bit
+                if position < len(versions_through):
+                    settled[p.index] = max(settled.get(p.index) or 0, versions_through[position])
+        return settled, taken
+
+    def _apply_batch(
+        self,
+        plan: list[_Planned],
+        settled: dict[int, int | None],
+        taken: dict[int, int],
+        results: list[OpResult | None],
+    ) -> tuple[int, bool]:
+        """Journal the batch as one group and install it in memory (caller holds the lock):
+        (the group's journal sequence number, whether a critical record needs its sync)."""
+        memory, routes = self.memory, self.routes
+        items: list[GroupItem] = []
+        durable = False
+        done: list[tuple[_Planned, float, float | None]] = []
+        for p in plan:
+            if p.skip or p.op.op == "check":
+                continue
+            version = settled.get(p.index) or version_of(p.change.mtime)
+            self._observe_version(version)
+            now = version / 1_000_000
+            c, k, old = p.op.collection, p.op.key, p.old
+            if p.op.op == "delete":
+                live = self._live(old)
+                if live is not None:
+                    if routes.journaled(live.cls):
+                        items.append((c, k, live.cls.value, None, now, None))
+                    durable = durable or live.cls.waits_for_sync
+                results[p.index] = OpResult("delete", c, k, 200, None)
+                done.append((p, now, None))
+                continue
+            expires = p.change.expires
+            if routes.journaled(p.cls):
+                items.append((c, k, p.cls.value, p.op.raw, now, expires))
+                durable = durable or p.cls.waits_for_sync
+            elif old is not None and routes.journaled(old.cls):
+                items.append((c, k, old.cls.value, None, now, None))  # leaves its tiers
+                durable = durable or old.cls.waits_for_sync
+            results[p.index] = OpResult("put", c, k, 200, version)
+            done.append((p, now, expires))
+        try:
+            seq = self.journal.append_group(items)
+        except JournalWriteError as exc:
+            self._counters.put_errors += 1
+            raise StorageFull(f"write refused, nothing stored: {exc.strerror or exc}") from None
+        for p, now, expires in done:
+            c, k = p.op.collection, p.op.key
+            if p.op.op == "delete":
+                live = self._live(p.old)
+                if live is not None:
+                    memory.remove_entry(c, k, live.cls, now)
+                    self._counters.deletes += 1
+                continue
+            assert p.op.raw is not None
+            mask = self.routes.mask(p.cls) & ~taken.get(p.index, 0)
+            memory.set_entry(c, k, Entry(p.op.raw, p.cls, now, mask, expires), now)
+            if expires is not None:
+                self._expiring.add((c, k))
+            self._counters.puts += 1
+        if memory.used > memory.limit and not memory.evict_blocked:
+            memory.evict_for_limit()
+        elif seq and self._journal_full() and memory.on_pressure is not None:
+            memory.on_pressure()
+        return seq, durable
+
+    def expire(self) -> int:
+        """Delete every record whose time to live has passed, like a delete: journaled (one
+        group), through the sync tiers, queued for the others; the pass calls it first, so its
+        tombstones reach every tier in that same pass. Returns how many went."""
+        memory, routes = self.memory, self.routes
+        with memory.lock:
+            now = self.clock()
+            items: list[GroupItem] = []
+            plan: list[tuple[str, str, Entry, float]] = []
+            for name in list(self._expiring):
+                entry = memory.entry(*name)
+                if entry is None or entry.expires is None:
+                    self._expiring.discard(name)  # deleted, or written again without a ttl
+                elif entry.expires <= now:
+                    when = self._next_version(entry) / 1_000_000
+                    if routes.journaled(entry.cls):
+                        items.append((*name, entry.cls.value, None, when, None))
+                    plan.append((*name, entry, when))
+            if not plan:
+                return 0
+            try:
+                for replica in self.replicas:
+                    mine = [
+                        Change(c, k, None, e.cls.value, when)
+                        for c, k, e, when in plan
+                        if replica.writes_through(e.cls)
+                    ]
+                    if mine:
+                        replica.write_through_many(mine)
+                self.journal.append_group(items)
+            except (StorageError, JournalWriteError) as exc:
+                log.warning("expired records kept until the next pass", extra={"error": str(exc)})
+                return 0
+            for collection, key, entry, when in plan:
+                memory.remove_entry(collection, key, entry.cls, when)
+                self._expiring.discard((collection, key))
+        return len(plan)
+
+    def _batch_class(self, index: int, op: BatchOp) -> PersistenceClass | None:
+        """A put's class, its TTL allowed for it; refused naming the operation."""
+        if op.op != "put":
+            return None
+        try:
+            pclass = self.resolve_class(op.collection, op.cls)
+            if op.ttl is not None:
+                self._check_ttl(op.collection, op.key, pclass, op.ttl)
+        except BadRequest as exc:
+            raise BadRequest(f"operations[{index}]: {exc}") from None
+        return pclass
+
     def list_records(
         self, collection: str, prefix: str = "", limit: int = 1000
     ) -> tuple[dict[str, Any], bool]:
@@ -529,8 +857,13 @@ class HybridStorage:
             check_collection(collection)
         except ValueError as exc:  # a bad name is the caller's error (400), not ours (500)
             raise BadRequest(str(exc)) from None
+        now = self.clock()
         with self.memory.lock:
-            keys = sorted(k for k in self.memory.collection(collection) if k.startswith(prefix))
+            keys = sorted(
+                k
+                for k, entry in self.memory.collection(collection).items()
+                if k.startswith(prefix) and not entry.expired(now)
+            )
         result: dict[str, Any] = {}
         for key in keys[:limit]:
             raw = self.get_json(collection, key)
@@ -575,6 +908,7 @@ class HybridStorage:
         report = TierReport()
         memory = self.memory
         with self._maintenance:
+            report.expired = self.expire()
             self._ship_every_pass(report)
             now = self.clock()
             with memory.lock:
@@ -711,6 +1045,18 @@ class HybridStorage:
         """True when a write waits for a remote tier (postgres): the API runs it off the event
         loop so that other requests, and the tier's group commit, go on meanwhile."""
         return self._writes_through(cls) or (conditional and self._arbiter(cls) is not None)
+
+    def batch_blocks_on_a_tier(self, ops: Sequence[BatchOp]) -> bool:
+        """blocks_on_a_tier for a batch: True when any operation may wait for PostgreSQL (a
+        delete's or check's class taken as its collection's default)."""
+        for op in ops:
+            try:
+                cls = self.resolve_class(op.collection, op.cls)
+            except BadRequest:
+                continue  # write_batch refuses it, naming the operation
+            if self.blocks_on_a_tier(cls, op.conditional):
+                return True
+        return False
 
     def _observe_version(self, version: int) -> None:
         """A tier settled on `version` (caller holds the lock): the write clock moves past it,

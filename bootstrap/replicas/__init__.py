@@ -22,16 +22,17 @@ every replica through the same verbs and never by name:
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from ..config import AgentConfig
+from ..errors import PreconditionFailed
 from ..journal import Journal
 from ..memory import MemoryStore
 from ..policy import Routes, class_override
-from ..records import Change, Entry, PersistenceClass
+from ..records import Change, Entry, Guarded, PersistenceClass
 
 # (collection, key, class, mtime, value or None for a delete): a record another copy holds
 Incoming = tuple[str, str, PersistenceClass, float, bytes | None]
@@ -45,6 +46,7 @@ class PassReport:
     records_written: int = 0
     evicted: int = 0
     expired_cache: int = 0
+    expired: int = 0  # records whose time to live had passed, deleted from every tier
     journal_segments_dropped: int = 0
     compacted: bool = False
     seconds: float = 0.0
@@ -102,6 +104,14 @@ class Replica(Protocol):
     def write_conditional(
         self, change: Change, if_match: int | None, if_absent: bool
     ) -> int: ...
+
+    def write_through_many(self, changes: Sequence[Change]) -> list[int] | None: ...
+
+    def settle_backlog(self, names: Iterable[tuple[str, str]]) -> None: ...
+
+    def decide_batch(
+        self, ops: Sequence[Guarded], atomic: bool
+    ) -> tuple[list[int | None], dict[int, PreconditionFailed]]: ...
 
     def ship(self, report: PassReport, compact: bool = True) -> dict[str, Any]: ...
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
-from ..errors import StorageFull
-from ..records import Change, Entry, PersistenceClass, check_collection
-from ..tiers.files import FilesTier, StagedFile, read_value
+from ..errors import PreconditionFailed, StorageFull
+from ..records import Change, Entry, Guarded, PersistenceClass, check_collection
+from ..tiers.files import Expiries, FilesTier, StagedFile, read_value
 from . import Context, PassReport
 
 log = logging.getLogger("spine.storage")
@@ -56,10 +56,21 @@ class FilesReplica:
     def write_through(self, change: Change) -> int | None:
         raise NotImplementedError("this tier is written by its pass, never on the put path")
 
+    def write_through_many(self, changes: Sequence[Change]) -> list[int] | None:
+        raise NotImplementedError("this tier is written by its pass, never on the put path")
+
     def decides_conditions(self, cls: PersistenceClass) -> bool:
         return False
 
     def write_conditional(self, change: Change, if_match: int | None, if_absent: bool) -> int:
+        raise NotImplementedError("the local store decides conditional writes, not this tier")
+
+    def settle_backlog(self, names: Iterable[tuple[str, str]]) -> None:
+        raise NotImplementedError("the local store decides conditional writes, not this tier")
+
+    def decide_batch(
+        self, ops: Sequence[Guarded], atomic: bool
+    ) -> tuple[list[int | None], dict[int, PreconditionFailed]]:
         raise NotImplementedError("the local store decides conditional writes, not this tier")
 
     def pending_work(self) -> bool:
@@ -105,9 +116,11 @@ class FilesReplica:
                 ]
                 items.sort(key=lambda item: item[0])
                 plans.append((collection, override, items))
+            expiries = self._expiries()
         done = 0
         files = self.backend
         try:
+            files.write_expiries(expiries)
             for collection, override, items in plans:
                 name = files.file_name(collection, override)
                 pairs, kept = self._values_for_rewrite(name, items)
@@ -136,6 +149,27 @@ class FilesReplica:
         self.covered = closed_segment
         report.journal_segments_dropped = self.ctx.checkpoint_journal()
         return {"files_written": report.files_written}
+
+    def _expiries(self) -> Expiries:
+        """Version and expiry of every record of this tier with a time to live (caller holds
+        the lock: the table matches the plan the files are written from)."""
+        memory, mask_of, bit = self.ctx.memory, self.ctx.routes.mask, self.bit
+        table: Expiries = {}
+        for collection, key in memory.expiring():
+            entry = memory.entry(collection, key)
+            if entry is not None and entry.expires is not None and mask_of(entry.cls) & bit:
+                table.setdefault(collection, {})[key] = [entry.version, entry.expires]
+        return table
+
+    def _apply_expiries(self) -> None:
+        """Give the loaded records their time to live back (caller holds the lock): only where
+        the version is the one the table was written for."""
+        memory = self.ctx.memory
+        for collection, keys in self.backend.read_expiries().items():
+            for key, (version, expires) in keys.items():
+                entry = memory.entry(collection, key)
+                if entry is not None and entry.version == version:
+                    entry.expires = float(expires)
 
     def _install(self, collection: str, staged: StagedFile, kept: list[tuple[str, Entry]]) -> None:
         """Rename the file into place and move its records to their new lines, atomically for
@@ -215,6 +249,7 @@ class FilesReplica:
                         collection, records, cls, loaded_at, pending, True, versions
                     ):
                         self.ctx.note_bulk(collection, cls, pending)
+            self._apply_expiries()
         return self.name if self.backend.present else None
 
     def restore_mark(self) -> tuple[float | None, list[str]]:

@@ -28,13 +28,14 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from ..errors import BadRequest
 from ..errors import ValueTooLarge as TooLarge
 from ..memory import bulk_load
-from ..records import Change, Entry, PersistenceClass, version_of
+from ..records import Change, Entry, Guarded, PersistenceClass, version_of
 from ..tiers import TierUnavailable
 from ..tiers.postgres import PostgresTier, PreconditionFailed, ValueTooLarge
 from . import Context, PassReport
@@ -124,9 +125,18 @@ class PostgresReplica:
     def write_through(self, change: Change) -> int:
         """Commit one change in PostgreSQL before the write is acknowledged; the version
         PostgreSQL settled on."""
+        return self.write_through_many([change])[0]
+
+    def write_through_many(self, changes: Sequence[Change]) -> list[int]:
+        """Commit a bulk write's or transaction's changes in one PostgreSQL transaction (one
+        change: the group-committed submit) before they are acknowledged; the versions
+        PostgreSQL settled on, in order."""
         self._require_open()
         try:
-            version = self.backend.submit(change)
+            if len(changes) == 1:
+                versions = [self.backend.submit(changes[0])]
+            else:
+                versions = self.backend.write_forced(changes)
         except TierUnavailable as exc:
             self.last_error = str(exc)
             raise TierUnavailable(f"postgres unreachable, nothing written: {exc}") from None
@@ -136,7 +146,7 @@ class PostgresReplica:
             raise BadRequest(str(exc)) from None
         self.last_error = None
         self.commits += 1
-        return version
+        return versions
 
     # -- conditional writes (any mode) --------------------------------------------------------
     def decides_conditions(self, cls: PersistenceClass) -> bool:
@@ -172,6 +182,43 @@ class PostgresReplica:
         self.last_error = None
         self.commits += 1
         return version
+
+    def settle_backlog(self, names: Iterable[tuple[str, str]]) -> None:
+        """Before a batch with conditions (outside the storage lock): this agent's own queued
+        writes of those keys go first (async), so PostgreSQL compares the versions the client
+        read here."""
+        if any(name in self._pending or name in self._deletes for name in names):
+            with contextlib.suppress(TierUnavailable):
+                self.ship(PassReport())
+
+    def decide_batch(
+        self, ops: Sequence[Guarded], atomic: bool
+    ) -> tuple[list[int | None], dict[int, PreconditionFailed]]:
+        """A batch's operations routed here, conditions and writes, in one PostgreSQL
+        transaction (see PostgresTier.write_guarded); a lost condition's stored row is taken,
+        newest wins, so the next read is fresh. TierUnavailable (503): nothing written, also
+        when this agent still holds a queued write of one of the keys (async)."""
+        self._require_open()
+        for op in ops:
+            ident = (op.change.collection, op.change.key)
+            if ident in self._pending or ident in self._deletes:
+                raise TierUnavailable(
+                    f"postgres unreachable, nothing written: {self.last_error or 'backlog kept'}"
+                )
+        try:
+            versions, lost = self.backend.write_guarded(ops, atomic)
+        except TierUnavailable as exc:
+            self.last_error = str(exc)
+            raise TierUnavailable(f"postgres unreachable, nothing written: {exc}") from None
+        except ValueTooLarge as exc:
+            raise TooLarge(str(exc)) from None
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        self.take([failed.current for failed in lost.values() if failed.current is not None])
+        self.last_error = None
+        if not (atomic and lost):
+            self.commits += 1
+        return versions, lost
 
     def _require_open(self) -> None:
         if not self._try_open():
@@ -268,7 +315,8 @@ class PostgresReplica:
                 entry = memory.entry(collection, key)
                 if entry is None or not entry.pending & bit or entry.value is None:
                     continue
-                changes.append(Change(collection, key, entry.value, entry.cls.value, entry.mtime))
+                change = Change(collection, key, entry.value, entry.cls.value, entry.mtime)
+                changes.append(replace(change, expires=entry.expires))
                 entry.pending &= ~bit
                 touched.append((collection, key, entry))
             for (collection, key), (cls, when) in deletes.items():
@@ -351,7 +399,7 @@ class PostgresReplica:
                             taken += 1
                         continue
                     owed = routes.owed_after_restore(cls, self.name)
-                    entry = Entry(change.value, cls, mtime, owed)
+                    entry = Entry(change.value, cls, mtime, owed, change.expires)
                     memory.set_entry(change.collection, change.key, entry, mtime)
                     taken += 1
             finally:

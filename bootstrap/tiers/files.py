@@ -41,6 +41,10 @@ from ..records import Change
 log = logging.getLogger("spine.files")
 
 MANIFEST_NAME = ".warm-manifest.json"
+# Records with a time to live: collection -> key -> [version, expiry time]. Hidden beside the
+# manifest, so the warm files' format is unchanged; absent (older agents) means none.
+EXPIRIES_NAME = ".warm-expiries.json"
+Expiries = dict[str, dict[str, list[float]]]
 QUARANTINE_DIR = "quarantine"
 _KEY = re.compile(rb'"(?:[^"\\]|\\.)*": ')
 
@@ -271,6 +275,25 @@ class FilesTier:
         self.written_at = max(self.clock(), newest or float("-inf"))
         body = {"version": 1, "written_at": self.written_at, "files": self._manifest}
         atomic_write(self.root / MANIFEST_NAME, orjson.dumps(body, option=orjson.OPT_INDENT_2))
+
+    def write_expiries(self, table: Expiries) -> None:
+        """The time to live of every record the files hold, durable before the journal that
+        also holds it is dropped; nothing to write when no record has one, or had."""
+        path = self.root / EXPIRIES_NAME
+        if table or path.exists():
+            atomic_write(path, orjson.dumps(table))
+
+    def read_expiries(self) -> Expiries:
+        """The table the last pass wrote ({} when none, or unreadable: records then keep no
+        time to live, and the journal still holds every newer one)."""
+        try:
+            table = orjson.loads((self.root / EXPIRIES_NAME).read_bytes())
+        except FileNotFoundError:
+            return {}
+        except (OSError, orjson.JSONDecodeError) as exc:
+            log.warning("expiry table unreadable; ignored", extra={"error": str(exc)})
+            return {}
+        return table if isinstance(table, dict) else {}
 
     # -- reading --------------------------------------------------------------------------
     def read_range(self, name: str, location: int) -> bytes:

@@ -56,6 +56,14 @@ MIGRATIONS: Sequence[tuple[int, Sequence[str]]] = (
                FOR EACH STATEMENT EXECUTE FUNCTION {schema}.notify_changes()""",
         ),
     ),
+    (
+        2,
+        (
+            # The end of a record's time to live (epoch seconds; NULL: none), so every agent's
+            # reads treat it as gone once it passes, not only the writer's (issue 11).
+            "ALTER TABLE {schema}.records ADD COLUMN expires double precision",
+        ),
+    ),
 )
 LATEST_VERSION = MIGRATIONS[-1][0]
 

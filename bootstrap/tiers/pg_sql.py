@@ -32,10 +32,13 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from ..records import Change, version_of
+from ..records import Change, Guarded, version_of
 
-COLUMNS = "collection, key, convert_to(value::text, 'UTF8'), cls, mtime, version, host, txid::text"
-COPY_TYPES = ("text", "text", "bytea", "text", "float8", "int8", "text", "text")
+COLUMNS = (
+    "collection, key, convert_to(value::text, 'UTF8'), cls, mtime, version, host, expires, "
+    "txid::text"
+)
+COPY_TYPES = ("text", "text", "bytea", "text", "float8", "int8", "text", "float8", "text")
 
 
 @dataclass(frozen=True)
@@ -53,15 +56,16 @@ class Statements:
         table = sql.Identifier(schema, "records")
         settled = "greatest(EXCLUDED.version, r.version + 1)"
         insert = """INSERT INTO {t} AS r (collection, key, value, version, mtime, host, cls,
-                                         deleted, txid)
-            SELECT c, k, v::json, ver, ver::float8 / 1000000, h, cl, v IS NULL,
+                                         deleted, expires, txid)
+            SELECT c, k, v::json, ver, ver::float8 / 1000000, h, cl, v IS NULL, x,
                    pg_current_xact_id()
             FROM unnest(%s::text[], %s::text[], %s::text[], %s::int8[], %s::text[],
-                        %s::text[]) AS u(c, k, v, ver, h, cl)
+                        %s::text[], %s::float8[]) AS u(c, k, v, ver, h, cl, x)
             ON CONFLICT (collection, key) DO UPDATE SET
                 value = EXCLUDED.value, version = {settled},
                 mtime = ({settled})::float8 / 1000000, host = EXCLUDED.host,
-                cls = EXCLUDED.cls, deleted = EXCLUDED.deleted, txid = EXCLUDED.txid
+                cls = EXCLUDED.cls, deleted = EXCLUDED.deleted, expires = EXCLUDED.expires,
+                txid = EXCLUDED.txid
             WHERE """
         returning = " RETURNING collection, key, version, txid::text"
         self.upsert = sql.SQL(
@@ -87,24 +91,30 @@ class Statements:
         self.update_if_match = sql.SQL(
             """UPDATE {t} AS r SET value = %(v)s::json, version = {bumped},
                 mtime = ({bumped})::float8 / 1000000, host = %(h)s, cls = %(cl)s,
-                deleted = %(v)s::text IS NULL, txid = pg_current_xact_id()
+                deleted = %(v)s::text IS NULL, expires = %(x)s, txid = pg_current_xact_id()
             WHERE collection = %(c)s AND key = %(k)s AND version = %(ver)s AND NOT deleted
+                AND (expires IS NULL OR expires > %(now)s)
             RETURNING version, txid::text"""
         ).format(t=table, bumped=sql.SQL(bumped))
         self.insert_if_absent = sql.SQL(
             """INSERT INTO {t} AS r (collection, key, value, version, mtime, host, cls, deleted,
-                                     txid)
+                                     expires, txid)
             VALUES (%(c)s, %(k)s, %(v)s::json, %(ver_new)s, %(ver_new)s::float8 / 1000000,
-                    %(h)s, %(cl)s, false, pg_current_xact_id())
+                    %(h)s, %(cl)s, false, %(x)s, pg_current_xact_id())
             ON CONFLICT (collection, key) DO UPDATE SET
                 value = EXCLUDED.value, version = {settled},
                 mtime = ({settled})::float8 / 1000000, host = EXCLUDED.host,
-                cls = EXCLUDED.cls, deleted = false, txid = EXCLUDED.txid
-            WHERE r.deleted
+                cls = EXCLUDED.cls, deleted = false, expires = EXCLUDED.expires,
+                txid = EXCLUDED.txid
+            WHERE r.deleted OR r.expires <= %(now)s
             RETURNING version, txid::text"""
         ).format(t=table, settled=sql.SQL(settled))
         self.current_row = sql.SQL(
             "SELECT " + COLUMNS + " FROM {t} WHERE collection = %s AND key = %s"
+        ).format(t=table)
+        self.current_locked = sql.SQL(
+            "SELECT version, deleted, expires FROM {t} WHERE collection = %s AND key = %s "
+            "FOR SHARE"
         ).format(t=table)
         self.current = sql.SQL(
             "SELECT version, deleted FROM {t} WHERE collection = %s AND key = %s"
@@ -142,7 +152,7 @@ def upsert(
     """Write a batch with one statement (newest wins, or `forced`); the stored version of every
     key, and the txids of the rows this statement wrote."""
     batch = newest_per_key(changes)
-    columns: tuple[list[object], ...] = ([], [], [], [], [], [])
+    columns: tuple[list[object], ...] = ([], [], [], [], [], [], [])
     for change in batch:
         columns[0].append(change.collection)
         columns[1].append(change.key)
@@ -150,6 +160,7 @@ def upsert(
         columns[3].append(version_of_change(change))
         columns[4].append(change.host or host)
         columns[5].append(change.cls)
+        columns[6].append(None if change.value is None else change.expires)
     rows = conn.execute(stmts.upsert_forced if forced else stmts.upsert, columns).fetchall()
     versions = {(c, k): int(v) for c, k, v, _ in rows}
     txids = sorted({int(t) for *_, t in rows})
@@ -177,11 +188,62 @@ def conditional(
         "ver_new": version_of_change(change),
         "h": change.host or host,
         "cl": change.cls,
+        "x": None if change.value is None else change.expires,
+        "now": change.mtime,  # the writer's clock: a time to live past it is absent
         "ver": if_match,
     }
     query = stmts.update_if_match if if_match is not None else stmts.insert_if_absent
     row = conn.execute(query, params).fetchone()
     return None if row is None else (int(row[0]), int(row[1]))
+
+
+def guarded_batch(
+    conn: psycopg.Connection, stmts: Statements, ops: Sequence[Guarded], host: str
+) -> tuple[list[int | None], list[int], list[int]]:
+    """Run a batch's operations in the caller's open transaction, in key order (two batches
+    lock their rows in the same order, so they cannot deadlock each other): (the version each
+    ends at, None for a check of an absent key or a failed one; the indexes whose condition
+    failed, written nothing; the txids written). A check locks the row it read (FOR SHARE)
+    until the commit, so the version it saw is still the stored one when the others commit."""
+    versions: list[int | None] = [None] * len(ops)
+    failed: list[int] = []
+    txids: list[int] = []
+    order = sorted(range(len(ops)), key=lambda i: (ops[i].change.collection, ops[i].change.key))
+    for index in order:
+        op = ops[index]
+        change = op.change
+        if not op.write:
+            row = conn.execute(stmts.current_locked, (change.collection, change.key)).fetchone()
+            current: int | None = None
+            if row is not None and not row[1] and (row[2] is None or row[2] > change.mtime):
+                current = int(row[0])
+            if (op.if_absent and current is not None) or (
+                op.if_match is not None and current != op.if_match
+            ):
+                failed.append(index)
+            versions[index] = current
+        elif op.if_match is not None and op.if_absent:
+            failed.append(index)  # both can never hold: evaluated, as on a single PUT
+        elif op.conditional:
+            done = conditional(conn, stmts, change, host, op.if_match)
+            if done is None:
+                failed.append(index)
+            else:
+                versions[index], txid = done
+                txids.append(txid)
+        else:
+            stored, written = upsert(conn, stmts, [change], host, forced=True)
+            versions[index] = stored[(change.collection, change.key)]
+            txids.extend(written)
+    return versions, sorted(failed), txids
+
+
+def live_version(row: Change | None, now: float) -> int | None:
+    """A stored row's version as a condition sees it: None when absent, a tombstone, or past
+    its time to live at `now`."""
+    if row is None or row.value is None or (row.expires is not None and row.expires <= now):
+        return None
+    return row.version
 
 
 def current_version(
@@ -199,8 +261,8 @@ def current_row(
     row = conn.execute(stmts.current_row, (collection, key)).fetchone()
     if row is None:
         return None
-    c, k, value, cls, mtime, version, host, _ = row
-    return Change(c, k, value, cls, float(mtime), int(version), host)
+    c, k, value, cls, mtime, version, host, expires, _ = row
+    return Change(c, k, value, cls, float(mtime), int(version), host, expires)
 
 
 def begin_snapshot(conn: psycopg.Connection) -> int:
@@ -218,5 +280,6 @@ def stream_rows(conn: psycopg.Connection, stmts: Statements, since: int | None) 
     params = None if since is None else (str(since),)
     with conn.cursor().copy(copy_sql, params) as copy:
         copy.set_types(list(COPY_TYPES))
-        for collection, key, value, cls, mtime, version, host, txid in copy.rows():
-            yield Row(Change(collection, key, value, cls, mtime, version, host), int(txid))
+        for collection, key, value, cls, mtime, version, host, expires, txid in copy.rows():
+            change = Change(collection, key, value, cls, mtime, version, host, expires)
+            yield Row(change, int(txid))

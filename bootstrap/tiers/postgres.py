@@ -54,11 +54,14 @@ from .pg_listener import Listener, OnChanges
 from .pg_schema import channel_name, migrate
 from .pg_sql import (
     Change,
+    Guarded,
     Statements,
     begin_snapshot,
     conditional,
     current_row,
     current_version,
+    guarded_batch,
+    live_version,
     stream_rows,
     upsert,
 )
@@ -66,6 +69,7 @@ from .pg_sql import (
 __all__ = [
     "Change",
     "ChangeReader",
+    "Guarded",
     "PostgresTier",
     "PreconditionFailed",
     "ServerRefused",
@@ -270,10 +274,40 @@ class PostgresTier:
             done = conditional(conn, self._stmts, change, self.host, if_match)
             if done is None:
                 row = current_row(conn, self._stmts, change.collection, change.key)
-                now = None if row is None or row.value is None else row.version
+                now = live_version(row, change.mtime)
                 raise PreconditionFailed(change.collection, change.key, now, row)
             self._remember([done[1]])
             return done[0]
+
+        return self._with_conn(work, retry=False)
+
+    def write_guarded(
+        self, ops: Sequence[Guarded], atomic: bool
+    ) -> tuple[list[int | None], dict[int, PreconditionFailed]]:
+        """A bulk write's or transaction's operations, with their conditions, decided and
+        written in ONE PostgreSQL transaction: the version each ends at, and index -> the
+        failure of each lost condition (nothing written for it). `atomic` (a transaction): any
+        lost condition rolls the whole transaction back, nothing written. Never retried, as
+        write_conditional."""
+        for op in ops:
+            if op.if_absent and op.write and op.change.value is None:
+                raise ValueError(f"{op.change.collection}/{op.change.key}: if_absent cannot delete")
+        self._check([op.change for op in ops if op.write])
+
+        def work(conn: psycopg.Connection) -> tuple[list[int | None], dict[int, Any]]:
+            lost: dict[int, PreconditionFailed] = {}
+            with conn.transaction() as tx:
+                versions, failed, txids = guarded_batch(conn, self._stmts, ops, self.host)
+                for index in failed:
+                    change = ops[index].change
+                    row = current_row(conn, self._stmts, change.collection, change.key)
+                    now = live_version(row, change.mtime)
+                    lost[index] = PreconditionFailed(change.collection, change.key, now, row)
+                if atomic and lost:
+                    raise psycopg.Rollback(tx)  # nothing of it stays
+            if not (atomic and lost):
+                self._remember(txids)
+            return versions, lost
 
         return self._with_conn(work, retry=False)
 

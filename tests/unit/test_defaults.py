@@ -145,7 +145,8 @@ def _nested(key: str, value: str) -> dict[str, Any]:
             # every key the template writes (the others are not templated)
             set(DEFAULTS)
             - {"git.push_retry_max", "api.max_header_bytes"}
-            - {"api.max_connections", "api.idle_timeout"},
+            - {"api.max_connections", "api.idle_timeout"}
+            - {"api.max_batch_ops", "api.max_batch_bytes"},
         ),
     ],
 )

@@ -5,8 +5,11 @@ through puts of every class and class overrides, deletes, tiering passes, evicti
 moves past hot_age), git backups, reads of evicted records while a pass renames their file, a
 crash (the storage is abandoned without a flush, as `kill -9` leaves it, and reopened), a clean
 restart, memory compaction after deletes, the journal checkpoint at start, conditional puts
-and deletes (If-Match at the current or a stale version, If-None-Match: *), and injected I/O
-errors: a full disk in journal appends (a short write), in warm-file writes and in renames.
+and deletes (If-Match at the current or a stale version, If-None-Match: *), bulk writes and
+transactions (with conditions that fail: a transaction then changes nothing), puts with a TTL
+and the clock moved past it (the record must read as absent from then on, through passes,
+crashes and restarts), and injected I/O errors: a full disk in journal appends (a short write),
+in warm-file writes and in renames.
 After every step each record reads back as the model's acknowledged value with the version
 acknowledged for it (through crashes and restarts too), and no acknowledged delete comes back.
 
@@ -46,8 +49,9 @@ import bootstrap.journal as journal_module
 import bootstrap.memory as memory_module
 import bootstrap.storage as storage_module
 import bootstrap.tiers.files as files_module
+from bootstrap.batch import Delete, Limits, Put, write_ops
 from bootstrap.config import config_from_mapping
-from bootstrap.errors import PreconditionFailed, Unavailable
+from bootstrap.errors import PreconditionFailed, TransactionFailed, Unavailable
 from bootstrap.records import PersistenceClass
 from bootstrap.storage import HybridStorage, StorageFull
 from tests.conftest import PgDatabase
@@ -127,6 +131,7 @@ def make_machine(faults: Faults) -> type[RuleBasedStateMachine]:
             )
             # The model: (collection, key) -> (JSON bytes, class, version) of acknowledged writes.
             self.model: dict[tuple[str, str], tuple[bytes, PersistenceClass, int]] = {}
+            self.expires: dict[tuple[str, str], float] = {}  # records put with a TTL
             self.storage = self._open()
             faults.clear()
 
@@ -169,12 +174,118 @@ def make_machine(faults: Faults) -> type[RuleBasedStateMachine]:
             self._acknowledge(collection, key, raw, cls, version)
 
         def _acknowledge(
-            self, collection: str, key: str, raw: bytes, cls: PersistenceClass, version: int
+            self,
+            collection: str,
+            key: str,
+            raw: bytes,
+            cls: PersistenceClass,
+            version: int,
+            ttl: int | None = None,
         ) -> None:
             held = self.model.get((collection, key))
             if held is not None:
                 assert version > held[2], f"{collection}/{key}: version went {held[2]} -> {version}"
             self.model[(collection, key)] = (raw, cls, version)
+            self.expires.pop((collection, key), None)
+            if ttl is not None:
+                self.expires[(collection, key)] = version / 1_000_000 + ttl
+
+        def _expire_model(self) -> None:
+            """Records whose TTL has passed are absent, whatever happened since."""
+            for name, when in list(self.expires.items()):
+                if when <= self.clock.now:
+                    self.model.pop(name, None)
+                    del self.expires[name]
+
+        def _forget(self, name: tuple[str, str]) -> None:
+            self.model.pop(name, None)
+            self.expires.pop(name, None)
+
+        @rule(
+            collection=st.sampled_from(["stats", "cache"]),
+            key=st.sampled_from(KEYS),
+            ttl=st.sampled_from([1, 60, 400, 4000]),
+        )
+        def put_with_ttl(self, collection: str, key: str, ttl: int) -> None:
+            value = {"key": f"{collection}/{key}", "n": ttl, "pad": ""}
+            try:
+                _, version = self.storage.put_versioned(collection, key, value, ttl=ttl)
+            except StorageFull:
+                return
+            cls = self.storage.resolve_class(collection, None)
+            self._acknowledge(collection, key, orjson.dumps(value), cls, version, ttl)
+
+        @rule(seconds=st.sampled_from([0.5, 2, 70, 500]))
+        def advance_clock(self, seconds: float) -> None:
+            self.clock.advance(seconds)
+
+        @rule(
+            keys=st.lists(
+                st.tuples(st.sampled_from(COLLECTIONS[:3]), st.sampled_from(KEYS)),
+                min_size=1,
+                max_size=5,
+                unique=True,
+            ),
+            deletes=st.lists(st.booleans(), min_size=5, max_size=5),
+            stale=st.lists(st.booleans(), min_size=5, max_size=5),
+            n=st.integers(0, 1000),
+            atomic=st.booleans(),
+        )
+        def batch(
+            self,
+            keys: list[tuple[str, str]],
+            deletes: list[bool],
+            stale: list[bool],
+            n: int,
+            atomic: bool,
+        ) -> None:
+            """A bulk write or a transaction over durable records; some operations carry an
+            If-Match that may be stale. A transaction with one stale condition changes nothing;
+            a bulk write skips exactly the stale ones."""
+            self._expire_model()
+            items: list[Put | Delete] = []
+            fails: list[bool] = []
+            for index, (collection, key) in enumerate(keys):
+                held = self.model.get((collection, key))
+                if held is not None and held[1] is PersistenceClass.CACHE:
+                    continue  # it may vanish from memory at any time: not the model's to say
+                current = None if held is None else held[2]
+                if_match = None
+                if stale[index]:
+                    if_match = (current or 18) - 1  # never the stored version
+                elif held is not None and index % 2:
+                    if_match = current
+                fails.append(stale[index])
+                if deletes[index]:
+                    items.append(Delete(collection, key, if_match=if_match))
+                else:
+                    value = {"key": f"{collection}/{key}", "n": n, "pad": ""}
+                    items.append(Put(collection, key, value, if_match=if_match))
+            if not items:
+                return
+            ops = write_ops(items, Limits(100, 1 << 20), atomic)
+            try:
+                outcome = self.storage.write_batch(ops, atomic=atomic)
+            except StorageFull:
+                return  # the journal refused the group: nothing changed
+            except TransactionFailed as failed:
+                assert atomic and any(fails), f"refused, none stale: {failed}"
+                assert failed.index == fails.index(True)
+                return
+            assert not (atomic and any(fails))
+            for item, result, stale_one in zip(items, outcome.results, fails, strict=True):
+                name = (item.collection, item.key)
+                if stale_one:
+                    assert result.status == 412, result
+                    continue
+                if isinstance(item, Delete):
+                    assert result.status == (200 if name in self.model else 404), result
+                    self._forget(name)
+                else:
+                    assert result.status == 200 and result.version is not None
+                    cls = self.storage.resolve_class(item.collection, None)
+                    raw = orjson.dumps(item.value)
+                    self._acknowledge(item.collection, item.key, raw, cls, result.version)
 
         @rule(
             collection=st.sampled_from(COLLECTIONS[:3]),
@@ -185,6 +296,7 @@ def make_machine(faults: Faults) -> type[RuleBasedStateMachine]:
         def conditional_put(self, collection: str, key: str, n: int, mode: str) -> None:
             """If-Match / If-None-Match: * on records of a durable class (a cache record may
             vanish from memory at any time, so its precondition is not the model's to say)."""
+            self._expire_model()
             held = self.model.get((collection, key))
             if held is not None and held[1] is PersistenceClass.CACHE:
                 return
@@ -215,6 +327,7 @@ def make_machine(faults: Faults) -> type[RuleBasedStateMachine]:
             stale=st.booleans(),
         )
         def conditional_delete(self, collection: str, key: str, stale: bool) -> None:
+            self._expire_model()
             held = self.model.get((collection, key))
             if held is not None and held[1] is PersistenceClass.CACHE:
                 return
@@ -229,15 +342,17 @@ def make_machine(faults: Faults) -> type[RuleBasedStateMachine]:
                 assert failed.current_version == current
                 return
             assert deleted and not stale and held is not None
-            del self.model[(collection, key)]
+            self._forget((collection, key))
 
         @rule(collection=st.sampled_from(COLLECTIONS), key=st.sampled_from(KEYS))
         def delete(self, collection: str, key: str) -> None:
+            self._expire_model()
             try:
                 existed = self.storage.delete(collection, key)
             except StorageFull:
                 return
             held = self.model.pop((collection, key), None)
+            self.expires.pop((collection, key), None)
             if held is not None and held[1] is not PersistenceClass.CACHE:
                 assert existed, f"{collection}/{key} was held but delete found nothing"
 
@@ -339,6 +454,7 @@ def make_machine(faults: Faults) -> type[RuleBasedStateMachine]:
         # -- the contract -------------------------------------------------------------
         @invariant()
         def every_record_reads_as_acknowledged(self) -> None:
+            self._expire_model()
             for collection in COLLECTIONS:
                 for key in KEYS:
                     got = self.storage.get_json(collection, key)
@@ -358,6 +474,7 @@ def make_machine(faults: Faults) -> type[RuleBasedStateMachine]:
 
         @invariant()
         def listing_matches(self) -> None:
+            self._expire_model()
             for collection in COLLECTIONS:
                 listed, _ = self.storage.list_records(collection)
                 want = {

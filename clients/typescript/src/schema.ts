@@ -157,6 +157,203 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/bulk/get": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Read many records of one or several collections; a missing one is listed with found: false, not an error. */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["BulkGetRequest"];
+                };
+            };
+            responses: {
+                /** @description the records, in the order asked */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["BulkGetResponse"];
+                    };
+                };
+                /** @description bad body: not the documented shape, a bad name, value, ttl or condition, or one record named twice (the message names the operation and field); nothing written */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description on TCP only: the bearer token is missing or wrong */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description not POST */
+                405: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description over api.max_batch_ops operations, a body over api.max_batch_bytes, or a value over max_value_size; nothing written */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description the request head is over api.max_header_bytes */
+                431: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description over api.max_connections; the connection is closed */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/bulk/write": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Apply many puts and deletes, each decided on its own: a failed condition is that operation's status 412 and the others are written. One journal write and one fdatasync for all of them; durable when this answers. */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["BulkWriteRequest"];
+                };
+            };
+            responses: {
+                /** @description one result per operation, in order */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["BatchResponse"];
+                    };
+                };
+                /** @description bad body: not the documented shape, a bad name, value, ttl or condition, or one record named twice (the message names the operation and field); nothing written; a ttl on a critical record */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description on TCP only: the bearer token is missing or wrong */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description not POST */
+                405: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description over api.max_batch_ops operations, a body over api.max_batch_bytes, or a value over max_value_size; nothing written */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description the request head is over api.max_header_bytes */
+                431: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description over api.max_connections (the connection is closed), or the store that decides a conditional write is unreachable (nothing written) */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description the disk refused the write; nothing changed */
+                507: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/flush": {
         parameters: {
             query?: never;
@@ -545,6 +742,8 @@ export interface paths {
             parameters: {
                 query?: {
                     class?: "critical" | "session" | "cache";
+                    /** @description seconds to live: the record is gone from reads once they pass, and from every tier by the next pass; refused (400) on a critical record */
+                    ttl?: number;
                 };
                 header?: {
                     /** @description Write only if the stored version is this one: one strong ETag, e.g. "17" (the quotes may be left out). Else 412, nothing written (also when the record is absent). */
@@ -893,6 +1092,118 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/transaction": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Apply puts, deletes and checks all or nothing. If a condition fails, nothing is written and the 412 names the first failing record. Durable when this answers. */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["TransactionRequest"];
+                };
+            };
+            responses: {
+                /** @description one result per operation, in order */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["BatchResponse"];
+                    };
+                };
+                /** @description bad body: not the documented shape, a bad name, value, ttl or condition, or one record named twice (the message names the operation and field); nothing written; a ttl on a critical record */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description on TCP only: the bearer token is missing or wrong */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description not POST */
+                405: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description a condition failed, nothing written: the first failing record */
+                412: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["TransactionFailed"];
+                    };
+                };
+                /** @description over api.max_batch_ops operations, a body over api.max_batch_bytes, or a value over max_value_size; nothing written */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description the request head is over api.max_header_bytes */
+                431: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description over api.max_connections (the connection is closed), or the store that decides a conditional write is unreachable (nothing written) */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+                /** @description the disk refused the write; nothing changed */
+                507: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Error"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -901,6 +1212,55 @@ export interface components {
             changes: number;
             commit: string | null;
             pushed?: boolean;
+        };
+        BatchResponse: {
+            failed: number;
+            ok: boolean;
+            results: components["schemas"]["OperationResult"][];
+        };
+        BulkGetRequest: {
+            /** @description at most api.max_batch_ops names, each once */
+            records: components["schemas"]["RecordName"][];
+        };
+        BulkGetResponse: {
+            missing: number;
+            records: components["schemas"]["BulkRecord"][];
+        };
+        BulkRecord: {
+            collection: string;
+            found: boolean;
+            key: string;
+            value?: components["schemas"]["Value"];
+            version?: number;
+        };
+        BulkWriteRequest: {
+            operations: (components["schemas"]["PutOperation"] | components["schemas"]["DeleteOperation"])[];
+        };
+        CheckIfAbsent: {
+            collection: string;
+            /** @enum {unknown} */
+            if_absent: true;
+            if_match?: number;
+            key: string;
+            /** @enum {unknown} */
+            op: "check";
+        };
+        CheckIfMatch: {
+            collection: string;
+            if_absent?: boolean;
+            if_match: number;
+            key: string;
+            /** @enum {unknown} */
+            op: "check";
+        };
+        /** @description a condition only (transactions): if_match a version, or if_absent */
+        CheckOperation: components["schemas"]["CheckIfMatch"] | components["schemas"]["CheckIfAbsent"];
+        DeleteOperation: {
+            collection: string;
+            if_match?: number;
+            key: string;
+            /** @enum {unknown} */
+            op: "delete";
         };
         Deleted: {
             deleted: string;
@@ -918,9 +1278,32 @@ export interface components {
             /** @enum {unknown} */
             status: "ok";
         };
+        OperationResult: {
+            collection: string;
+            current_version?: number | null;
+            key: string;
+            /** @enum {unknown} */
+            op: "put" | "delete" | "check";
+            /** @enum {integer} */
+            status: 200 | 404 | 412;
+            version: number | null;
+        };
         PreconditionFailed: {
             current_version: number | null;
             error: string;
+        };
+        PutOperation: {
+            /** @enum {string} */
+            class?: "critical" | "session" | "cache";
+            collection: string;
+            if_absent?: boolean;
+            if_match?: number;
+            key: string;
+            /** @enum {unknown} */
+            op: "put";
+            /** @description seconds to live; refused (400) on a critical record */
+            ttl?: number;
+            value: components["schemas"]["Value"];
         };
         RecordList: {
             collection: string;
@@ -928,6 +1311,10 @@ export interface components {
                 [key: string]: components["schemas"]["Value"];
             };
             truncated: boolean;
+        };
+        RecordName: {
+            collection: string;
+            key: string;
         };
         Status: {
             backup?: Record<string, unknown>;
@@ -957,11 +1344,22 @@ export interface components {
         };
         TierReport: {
             evicted?: number;
+            expired?: number;
             expired_cache?: number;
             files_written?: number;
             journal_segments_dropped?: number;
             records_written?: number;
             seconds?: number;
+        };
+        TransactionFailed: {
+            collection: string;
+            current_version: number | null;
+            error: string;
+            index: number;
+            key: string;
+        };
+        TransactionRequest: {
+            operations: (components["schemas"]["PutOperation"] | components["schemas"]["DeleteOperation"] | components["schemas"]["CheckOperation"])[];
         };
         /** @description Any JSON value: nested at most 128 levels, integers within -9223372036854775808..18446744073709551615 (others are refused with 400, not rounded), numbers with a fraction or exponent read as IEEE-754 doubles, at most max_value_size bytes. It reads back in compact form. */
         Value: JsonValue;
