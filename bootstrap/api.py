@@ -8,6 +8,7 @@ fdatasync, the same model as Redis' `appendfsync always`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -273,7 +274,8 @@ class RecordsEndpoint:
                 raise ValueTooLarge(f"value is over {limit} bytes (max_value_size)")
             chunks.append(chunk)
             more = message.get("more_body", False)
-        seq, version = self.storage.put_json_versioned(
+        write = functools.partial(
+            self.storage.put_json_versioned,
             collection,
             key,
             b"".join(chunks),
@@ -283,6 +285,12 @@ class RecordsEndpoint:
             if_absent=conditions.if_absent,
             ttl=ttl,
         )
+        if self.storage.blocks_on_a_tier(pclass, conditions.any):
+            # PostgreSQL's round trip off the event loop: other requests (and the tier's
+            # group commit, which needs several writers at once) go on meanwhile.
+            seq, version = await asyncio.to_thread(write)
+        else:
+            seq, version = write()
         if pclass is PersistenceClass.CRITICAL:
             await self.group.wait(seq)
         body = {"ok": True, "collection": collection, "key": key, "class": pclass.value}
@@ -292,7 +300,15 @@ class RecordsEndpoint:
         self, collection: str, key: str, conditions: Conditions = NONE
     ) -> tuple[int, bytes]:
         self.storage.check_names(collection, key)
-        if not self.storage.delete(collection, key, wait=False, if_match=conditions.if_match):
+        delete = functools.partial(
+            self.storage.delete, collection, key, wait=False, if_match=conditions.if_match
+        )
+        cls = self.storage.resolve_class(collection, None)
+        if self.storage.blocks_on_a_tier(cls, conditions.any):
+            deleted = await asyncio.to_thread(delete)
+        else:
+            deleted = delete()
+        if not deleted:
             return 404, orjson.dumps({"error": f"no record {collection}/{key}"})
         journal = self.storage.journal
         if journal.seq > journal.synced_seq:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import select
 import socket
 from collections.abc import Sequence
 from pathlib import Path
@@ -81,6 +82,19 @@ class Reply:
         return json.loads(self.body)
 
 
+def _closed_by_peer(conn: http.client.HTTPConnection) -> bool:
+    """A kept-alive connection the agent has closed shows as readable with nothing to read (an
+    idle connection has no response pending, so any readable byte also means it is unusable)."""
+    sock = conn.sock
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
 class ApiClient:
     """One keep-alive connection to the agent, opened on first use and again after the agent
     closed it. Not thread-safe: one per thread. Errors (OSError, http.client.HTTPException)
@@ -116,10 +130,24 @@ class ApiClient:
         body: bytes | None = None,
         headers: dict[str, str] | None = None,
     ) -> Reply:
+        reused = self.conn is not None
+        if self.conn is not None and _closed_by_peer(self.conn):
+            self.close()  # the agent's idle timeout ended it: reconnect rather than fail
+            reused = False
         if self.conn is None:
             self.conn = self._connect()
         try:
-            self.conn.request(method, path, body=body, headers=headers or {})
+            try:
+                self.conn.request(method, path, body=body, headers=headers or {})
+            except (BrokenPipeError, ConnectionResetError):
+                if not reused:
+                    raise
+                # The agent closed an idle keep-alive connection (its idle timeout) before
+                # this request reached it: nothing was processed, so any method may go again,
+                # once, on a fresh connection.
+                self.close()
+                self.conn = self._connect()
+                self.conn.request(method, path, body=body, headers=headers or {})
             response = self.conn.getresponse()
             data = response.read()
         except BaseException:
