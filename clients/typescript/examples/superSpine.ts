@@ -1,10 +1,11 @@
-import { NotFound, PreconditionFailed, SpineClient } from "@super-spine-kit/agent-client";
+import { PreconditionFailed, SpineClient } from "@super-spine-kit/agent-client";
 
 const spine = new SpineClient({
   socketPath: process.env.SPINE_SOCKET ?? "/data/super-spine/spine-agent.sock",
 });
 
 interface AgentRecord { name: string; capabilities: string[]; status: "active" | "idle" }
+interface AgentStats { claims: number }
 interface Task { kind: string; payload: unknown; state: "queued" | "claimed" | "done"; owner: string | null }
 
 // Registry: agents are critical records, on disk when put() resolves.
@@ -33,17 +34,32 @@ export async function enqueueTask(id: string, kind: string, payload: unknown): P
   }
 }
 
-// Claim with If-Match: of many agents claiming one task, exactly one wins.
+// Claim with If-Match, and count the claim in the agent's stats in the same transaction: of
+// many agents claiming one task exactly one wins, and only a claim that happened is counted.
 export async function claimTask(id: string, agentId: string): Promise<Task | null> {
-  try {
-    const { value, version } = await spine.getVersioned<Task>("tasks", id);
-    if (value.state !== "queued") return null;
-    const claimed: Task = { ...value, state: "claimed", owner: agentId };
-    await spine.putIfMatch("tasks", id, claimed, version);
-    return claimed;
-  } catch (error) {
-    if (error instanceof PreconditionFailed || error instanceof NotFound) return null; // lost
-    throw error;
+  for (;;) {
+    const { records } = await spine.getMany<Task | AgentStats>([
+      { collection: "tasks", key: id },
+      { collection: "stats", key: agentId },
+    ]);
+    const [task, stats] = records;
+    if (!task?.found || (task.value as Task).state !== "queued") return null;
+    const claimed: Task = { ...(task.value as Task), state: "claimed", owner: agentId };
+    const claims = stats?.found ? (stats.value as AgentStats).claims : 0;
+    try {
+      await spine.transaction([
+        { op: "put", collection: "tasks", key: id, value: claimed, ifMatch: task.version },
+        {
+          op: "put", collection: "stats", key: agentId, value: { claims: claims + 1 },
+          ifMatch: stats?.found ? stats.version : undefined, ifAbsent: !stats?.found,
+        },
+      ]);
+      return claimed;
+    } catch (error) {
+      if (!(error instanceof PreconditionFailed)) throw error;
+      if (error.index === 0) return null; // another agent won the task; nothing was written
+      // only this agent's stats moved (it claimed another task meanwhile): read both again
+    }
   }
 }
 

@@ -5,6 +5,8 @@
 import { Pool } from "undici";
 import type { Dispatcher } from "undici";
 
+import { batchResult, bulkRead, operationsBody, readBody } from "./batch.js";
+import type { BatchResult, BulkRead, RecordName, TransactionOp, WriteOp } from "./batch.js";
 import { errorFromAnswer, SpineError, Unavailable } from "./errors.js";
 import {
   backoffMs,
@@ -53,6 +55,11 @@ export interface PutOptions {
   ifMatch?: number;
   /** Write only if the record does not exist (If-None-Match: *), else PreconditionFailed. */
   ifAbsent?: boolean;
+  /**
+   * Seconds to live (1 to a year): the record is gone from reads once it passes. Session and
+   * cache records only; on a critical record the agent answers BadRequest.
+   */
+  ttl?: number;
 }
 
 export interface DeleteOptions {
@@ -188,8 +195,10 @@ export class SpineClient {
     value: unknown,
     options: PutOptions = {},
   ): Promise<Stored> {
-    let path = recordPath(collection, key);
-    if (options.class !== undefined) path += `?class=${encodeURIComponent(options.class)}`;
+    const params = new URLSearchParams();
+    if (options.class !== undefined) params.set("class", options.class);
+    if (options.ttl !== undefined) params.set("ttl", String(options.ttl));
+    const path = recordPath(collection, key) + (params.size ? `?${params.toString()}` : "");
     let headers: Record<string, string> = JSON_BODY;
     if (options.ifMatch !== undefined && options.ifAbsent) {
       throw new TypeError("ifMatch and ifAbsent together: give one of them");
@@ -247,6 +256,42 @@ export class SpineClient {
     const search = params.size ? `?${params.toString()}` : "";
     const answer = await this.call("GET", recordPath(collection) + search, "read");
     return JSON.parse(answer.text) as RecordList<T>;
+  }
+
+  // --- many records at once --------------------------------------------------------------
+
+  /**
+   * Many records of one or several collections in one request, in the order asked: a missing
+   * one is `found: false` (counted in `missing`), not an error. Retried like any read.
+   */
+  async getMany<T = Value>(names: readonly RecordName[]): Promise<BulkRead<T>> {
+    const answer = await this.call("POST", "/v1/bulk/get", "read", {
+      body: readBody(names),
+      headers: JSON_BODY,
+    });
+    return bulkRead<T>(answer.text);
+  }
+
+  /**
+   * Puts and deletes, each decided on its own: a failed condition is that operation's 412
+   * result (not written), the others are. Critical records share one fdatasync and are
+   * durable when this resolves. Not repeated once sent (see retry.ts).
+   */
+  async bulkWrite(operations: readonly WriteOp[]): Promise<BatchResult> {
+    const body = operationsBody(operations);
+    const answer = await this.call("POST", "/v1/bulk/write", "write", { body, headers: JSON_BODY });
+    return batchResult(answer.text);
+  }
+
+  /**
+   * Puts, deletes and checks applied all or nothing. A failed condition throws
+   * PreconditionFailed naming the first failing operation (`index`, `collection`, `key`,
+   * `currentVersion`), and nothing is written. Not repeated once sent (see retry.ts).
+   */
+  async transaction(operations: readonly TransactionOp[]): Promise<BatchResult> {
+    const body = operationsBody(operations);
+    const answer = await this.call("POST", "/v1/transaction", "write", { body, headers: JSON_BODY });
+    return batchResult(answer.text);
   }
 
   // --- the agent ---------------------------------------------------------------------------

@@ -3,8 +3,15 @@
 
 import type { components } from "./schema.js";
 
-/** An error body: `{"error": ...}`, and on 412 also `current_version`. */
-type ErrorBody = Partial<components["schemas"]["Error"] & components["schemas"]["PreconditionFailed"]>;
+/**
+ * An error body: `{"error": ...}`, on 412 also `current_version`, and on a transaction's 412
+ * the failing record: `index`, `collection`, `key`.
+ */
+type ErrorBody = Partial<
+  components["schemas"]["Error"] &
+    components["schemas"]["PreconditionFailed"] &
+    components["schemas"]["TransactionFailed"]
+>;
 
 /** Any failure of a call to the agent. `status` is the HTTP status, absent when no answer came. */
 export class SpineError extends Error {
@@ -26,16 +33,31 @@ export class Unauthorized extends SpineError {}
 /** 404: no such record. */
 export class NotFound extends SpineError {}
 
+/** The record whose condition failed first in a transaction: its operation's index too. */
+export interface FailedRecord {
+  index: number;
+  collection: string;
+  key: string;
+}
+
 /**
  * 412: a conditional write lost (If-Match / If-None-Match). Nothing was written.
- * `currentVersion` is the version stored now, or null when the record is absent.
+ * `currentVersion` is the version stored now, or null when the record is absent. On a
+ * transaction, `index`, `collection` and `key` name the first operation whose condition
+ * failed (undefined on a single-record write: it is the record the call named).
  */
 export class PreconditionFailed extends SpineError {
   readonly currentVersion: number | null;
+  readonly index: number | undefined;
+  readonly collection: string | undefined;
+  readonly key: string | undefined;
 
-  constructor(message: string, currentVersion: number | null) {
+  constructor(message: string, currentVersion: number | null, record?: FailedRecord) {
     super(message, 412);
     this.currentVersion = currentVersion;
+    this.index = record?.index;
+    this.collection = record?.collection;
+    this.key = record?.key;
   }
 }
 
@@ -63,12 +85,17 @@ export class Unavailable extends SpineError {
 export function errorFromAnswer(status: number, body: string): SpineError {
   let message = `HTTP ${status}`;
   let currentVersion: number | null = null;
+  let record: FailedRecord | undefined;
   try {
     const parsed: unknown = JSON.parse(body);
     if (parsed !== null && typeof parsed === "object") {
       const fields = parsed as ErrorBody;
       if (typeof fields.error === "string") message = fields.error;
       if (typeof fields.current_version === "number") currentVersion = fields.current_version;
+      const { index, collection, key } = fields;
+      if (typeof index === "number" && typeof collection === "string" && typeof key === "string") {
+        record = { index, collection, key };
+      }
     }
   } catch {
     if (body) message = `HTTP ${status}: ${body.slice(0, 200)}`;
@@ -79,7 +106,7 @@ export function errorFromAnswer(status: number, body: string): SpineError {
     case 404:
       return new NotFound(message, status);
     case 412:
-      return new PreconditionFailed(message, currentVersion);
+      return new PreconditionFailed(message, currentVersion, record);
     case 503:
     case 507:
       return new Unavailable(message, status);

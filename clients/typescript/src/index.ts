@@ -17,6 +17,18 @@ export type {
   Value,
   Versioned,
 } from "./client.js";
+export type {
+  BatchResult,
+  BulkRead,
+  BulkRecord,
+  CheckOp,
+  DeleteOp,
+  OpResult,
+  PutOp,
+  RecordName,
+  TransactionOp,
+  WriteOp,
+} from "./batch.js";
 export {
   BadRequest,
   NotFound,
@@ -25,6 +37,7 @@ export {
   Unauthorized,
   Unavailable,
 } from "./errors.js";
+export type { FailedRecord } from "./errors.js";
 export { DEFAULT_RETRY } from "./retry.js";
 export type { RetryOptions } from "./retry.js";
 export type { components, paths } from "./schema.js";

@@ -109,6 +109,29 @@ describe("retries", () => {
     assert.equal(standIn.requests.length, 2);
   });
 
+  it("a bulk read is retried after a dropped connection; bulk writes and transactions are not", async () => {
+    const standIn = await new StandIn(["drop", 200, "drop", "drop", 200, 200]).listen();
+    cleanup.push(() => standIn.close());
+    const client = new SpineClient({ socketPath: standIn.socketPath, retry: FAST });
+    cleanup.push(() => client.close());
+    await client.getMany([{ collection: "tasks", key: "t1" }]);
+    assert.deepEqual(standIn.requests, ["POST /v1/bulk/get HTTP/1.1", "POST /v1/bulk/get HTTP/1.1"]);
+    const notRepeated = (error: unknown): boolean => {
+      assert.ok(error instanceof Unavailable);
+      assert.equal(error.maybeApplied, true);
+      return true;
+    };
+    const put = { op: "put", collection: "tasks", key: "t1", value: 1 } as const;
+    await assert.rejects(client.bulkWrite([put]), notRepeated);
+    assert.equal(standIn.requests.length, 3, "the bulk write was sent once");
+    await assert.rejects(client.transaction([put]), notRepeated);
+    assert.equal(standIn.requests.length, 4, "the transaction was sent once");
+    assert.deepEqual(standIn.requests.slice(2), [
+      "POST /v1/bulk/write HTTP/1.1",
+      "POST /v1/transaction HTTP/1.1",
+    ]);
+  });
+
   it("a 503 (nothing written) is retried for writes and reads alike", async () => {
     const standIn = await new StandIn([503, 503, 200, 503, 200]).listen();
     cleanup.push(() => standIn.close());

@@ -54,5 +54,23 @@ describe("Super Spine's registry and task queue (README example)", () => {
     assert.deepEqual((stored as { payload: unknown }).payload, { doc: 42 });
     assert.equal(await example.claimTask("task-1", "agent-1"), null, "claimed tasks stay claimed");
     assert.equal(await example.claimTask("no-such-task", "agent-1"), null);
+
+    // The winner's claim was counted in the same transaction; the losers' were not.
+    const winner = (stored as { owner: string }).owner;
+    const stats = await example.spine.getMany(
+      ["agent-1", "agent-2", "agent-3", "agent-4"].map((key) => ({ collection: "stats", key })),
+    );
+    assert.deepEqual(
+      stats.records.map((r) => (r.found ? [r.key, r.value] : null)).filter((r) => r !== null),
+      [[winner, { claims: 1 }]],
+    );
+  });
+
+  it("one agent claiming several tasks at once counts each claim (its stats move: it retries)", async () => {
+    const ids = Array.from({ length: 6 }, (_, i) => `burst-${i}`);
+    for (const id of ids) assert.equal(await example.enqueueTask(id, "tts", { id }), true);
+    const claims = await Promise.all(ids.map((id) => example.claimTask(id, "agent-9")));
+    assert.ok(claims.every((c) => c !== null && c.owner === "agent-9"));
+    assert.deepEqual(await example.spine.get("stats", "agent-9"), { claims: ids.length });
   });
 });
