@@ -126,12 +126,31 @@ class PgDirectPeer:
         self.conn.close()
 
 
+class TierPeer:
+    """The sync tier's group committer called directly (what a sync PUT waits for)."""
+
+    def __init__(self, tier: PostgresTier, collection: str) -> None:
+        self.tier = tier
+        self.collection = collection
+
+    def get(self, key: str) -> object:
+        return self.tier.current_version(self.collection, key)
+
+    def put(self, key: str, value: bytes) -> object:
+        return self.tier.submit(Change(self.collection, key, value, "critical", time.time()))
+
+    def close(self) -> None:
+        pass
+
+
 # -- throughput -------------------------------------------------------------------------------
 def run_put_rows(
     server: Server, root: Path, keys: list[str], values: list[bytes], repeats: int
 ) -> list[dict[str, Any]]:
     # A database each: no agent's listener works for another's writes mid-sample.
-    sync_db, async_db, direct_db = (server.cluster.create_database(ROLE) for _ in range(3))
+    sync_db, async_db, direct_db, tier_db = (
+        server.cluster.create_database(ROLE) for _ in range(4)
+    )
     direct_kwargs = server.connect_kwargs(direct_db)
     with psycopg.connect(**direct_kwargs, autocommit=True) as conn:
         conn.execute(DIRECT_TABLE)
@@ -141,6 +160,11 @@ def run_put_rows(
         sync = stack.enter_context(AgentDaemon(root / "put-sync", "sync", sync_yaml))
         lazy = stack.enter_context(AgentDaemon(root / "put-async", "async", async_yaml))
         redis_always = stack.enter_context(RedisServer(root, "always"))
+        tier = PostgresTier(
+            parse_postgres_config(server.section(tier_db, write="sync"), root), host="bench"
+        )
+        tier.open()
+        stack.callback(tier.close)
         sync_sock, async_sock, redis_sock = sync.socket, lazy.socket, redis_always.socket
         cases = [
             Case("agent + postgres sync", "put", "PUT critical",
@@ -151,6 +175,9 @@ def run_put_rows(
                  lambda: PgDirectPeer(direct_kwargs, CRITICAL), "process", 0, True),
             Case("redis always", "put", "SET (fsync)",
                  lambda: RedisPeer(redis_sock, CRITICAL), "process", 0, True, redis_always.pid),
+            # Where the agent's time goes: the tier's group commit alone, no HTTP, no journal.
+            Case("postgres tier alone", "put", "submit (in-process threads)",
+                 lambda: TierPeer(tier, CRITICAL), "thread", 0, True),
         ]  # fmt: skip
         plan = [(case, clients) for clients in throughput.CONCURRENCY for case in cases]
         runs: dict[int, list[dict[str, float]]] = {i: [] for i in range(len(plan))}
