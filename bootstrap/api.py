@@ -101,8 +101,7 @@ class StorageCollector(Collector):
                 "spine_dirty_records",
                 "Records not yet written to a tier, by tier",
                 "tier",
-                status["dirty"]
-                and {"files": status["dirty"]["files"], "git": status["dirty"]["git"]},
+                {k: v for k, v in status["dirty"].items() if k != "unevictable_over_limit"},
             ),
         ]
         for name, doc, label, values in gauges:
@@ -111,6 +110,7 @@ class StorageCollector(Collector):
                 family.add_metric([key], value)
             yield family
         memory = status["tiers"]["memory"]
+        backup = status.get("backup", {})
         simple = {
             "spine_memory_bytes": ("Bytes charged to the memory tier", memory["bytes"]),
             "spine_memory_limit_bytes": ("Configured memory limit", memory["limit"]),
@@ -118,17 +118,14 @@ class StorageCollector(Collector):
                 "1 when dirty records hold memory over the limit",
                 int(memory["over_limit"]),
             ),
-            "spine_journal_bytes": (
-                "Bytes in the write-ahead journal",
-                status["tiers"]["files"]["journal_bytes"],
-            ),
+            "spine_journal_bytes": ("Bytes in the write-ahead journal", status["journal"]["bytes"]),
             "spine_push_failures": (
                 "Consecutive failed pushes to the git remote",
-                status["backup"]["push_failures"],
+                backup.get("push_failures", 0),
             ),
             "spine_remote_lag_seconds": (
                 "Seconds the remote is behind the local backup",
-                status["backup"]["remote_lag_s"] or 0,
+                backup.get("remote_lag_s") or 0,
             ),
             "spine_puts_total": ("Puts accepted", counters.puts),
             "spine_gets_total": ("Gets served", counters.gets),
@@ -198,7 +195,7 @@ class RecordsEndpoint:
         await send({"type": "http.response.body", "body": body})
 
     def get(self, collection: str, key: str) -> tuple[int, bytes]:
-        self.storage._check_names(collection, key)
+        self.storage.check_names(collection, key)
         raw = self.storage.get_json(collection, key)
         if raw is None:
             return 404, orjson.dumps({"error": f"no record {collection}/{key}"})
@@ -209,7 +206,7 @@ class RecordsEndpoint:
     ) -> tuple[int, bytes]:
         query = parse_qs(scope.get("query_string", b"").decode(), keep_blank_values=True)
         pclass = self.storage.resolve_class(collection, query.get("class", [None])[-1])
-        self.storage._check_names(collection, key)
+        self.storage.check_names(collection, key)
         limit = self.storage.config.max_value_size
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > limit:
@@ -233,7 +230,7 @@ class RecordsEndpoint:
         )
 
     async def delete(self, collection: str, key: str) -> tuple[int, bytes]:
-        self.storage._check_names(collection, key)
+        self.storage.check_names(collection, key)
         if not self.storage.delete(collection, key, wait=False):
             return 404, orjson.dumps({"error": f"no record {collection}/{key}"})
         journal = self.storage.journal
@@ -275,7 +272,7 @@ def build_app(
 
     async def post_backup(request: Request) -> Response:
         result = await asyncio.to_thread(storage.backup_git)
-        result["pushed"] = storage.status()["backup"]["remote_lag_commits"] in (0, None)
+        result["pushed"] = storage.status().get("backup", {}).get("remote_lag_commits") in (0, None)
         return _json(result)
 
     async def post_flush(request: Request) -> Response:

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from .config_file import ConfigFileError, read_mapping
 from .records import InvalidName, PersistenceClass, check_collection
+from .tiers import FOLLOWS, MEMORY_ONLY_CLASSES, TIERS
 from .units import parse_duration, parse_size
 
 ENV_PREFIX = "SUPER_SPINE_"
@@ -47,6 +48,10 @@ DEFAULTS: dict[str, Any] = {
     "tiering.file_backup_interval": "5min",
     "tiering.git_backup_interval": "30min",
     "classes.default": "session",
+    # Where each class travels, in order (see bootstrap.policy.Routes); "none" is memory only.
+    "routes.critical": "files, git",
+    "routes.session": "files",
+    "routes.cache": "none",
     "git.history_max_age": "7d",
     "git.push_retry_max": "5min",
     "api.socket_mode": "0660",
@@ -190,6 +195,8 @@ class AgentConfig:
     default_class: PersistenceClass = _DEFAULT_CLASS
     class_map: dict[str, PersistenceClass] = field(default_factory=dict)
     preemption: PreemptionConfig = field(default_factory=PreemptionConfig)
+    # class name -> ordered tier names (bootstrap.policy.Routes reads it)
+    routes: dict[str, tuple[str, ...]] = field(default_factory=lambda: _default_routes())
 
     def class_of(self, collection: str) -> PersistenceClass:
         return self.class_map.get(collection, self.default_class)
@@ -206,6 +213,7 @@ _TOP_KEYS = {
     "git",
     "api",
     "preemption",
+    "routes",
 }
 _SECTION_KEYS = {
     "tiering": {"enabled", "hot_age", "warm_age", "file_backup_interval", "git_backup_interval"},
@@ -228,6 +236,7 @@ _SECTION_KEYS = {
         "idle_timeout",
     },
     "preemption": {"watch", "metadata_url"},
+    "routes": {c.value for c in PersistenceClass},
 }
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -370,6 +379,7 @@ def build_config(raw: dict[str, Any], base_dir: Path) -> AgentConfig:
         default_class=default_class,
         class_map=class_map,
         preemption=PreemptionConfig(watch=watch, metadata_url=metadata_url),
+        routes=_routes(sections["routes"]),
     )
 
 
@@ -593,6 +603,53 @@ def _port(key: str, value: Any) -> int | None:
     if not 1 <= port <= 65535:
         raise ConfigError(key, value, "expected a TCP port from 1 to 65535")
     return port
+
+
+MAX_ROUTE_CHARS = 256
+_NO_TIERS = ("none", "[]", "")
+
+
+def _route(key: str, value: Any) -> tuple[str, ...]:
+    """One class's route: a YAML list or a comma-separated string of tier names; none/[]
+    means memory only."""
+    if isinstance(value, str):
+        if len(value) > MAX_ROUTE_CHARS:
+            raise ConfigError(key, value, _longer_than(MAX_ROUTE_CHARS))
+        text = value.strip().strip("[]")
+        names = [] if value.strip().lower() in _NO_TIERS else [n.strip() for n in text.split(",")]
+    elif isinstance(value, list | tuple):
+        names = [str(n).strip() for n in value]
+    elif value is None:
+        names = []
+    else:
+        raise ConfigError(key, value, "expected a list of tiers such as [files, git], or none")
+    known = ", ".join(TIERS)
+    for position, name in enumerate(names):
+        if name not in TIERS:
+            raise ConfigError(key, value, f"unknown tier {name!r} (known: {known})")
+        if name in names[:position]:
+            raise ConfigError(key, value, f"tier {name!r} is listed twice")
+        copied = FOLLOWS.get(name)
+        if copied is not None and copied not in names[:position]:
+            raise ConfigError(key, value, f"{name} backs up {copied}: list {copied} before {name}")
+    return tuple(names)
+
+
+def _routes(section: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+    routes: dict[str, tuple[str, ...]] = {}
+    for cls in PersistenceClass:
+        key = f"routes.{cls.value}"
+        route = _route(key, _given(section, key))
+        if route and cls.value in MEMORY_ONLY_CLASSES:
+            raise ConfigError(
+                key, section.get(cls.value), f"{cls.value} is memory only: route it to none"
+            )
+        routes[cls.value] = route
+    return routes
+
+
+def _default_routes() -> dict[str, tuple[str, ...]]:
+    return _routes({})
 
 
 def _classes(value: Any) -> tuple[PersistenceClass, dict[str, PersistenceClass]]:

@@ -120,12 +120,10 @@ class HybridVMStorage:
         return source
 
     def start_background(self) -> None:
-        """Check the remote for a newer backup, and start the tiering-pass hook (and push
-        retries) unless tiering is disabled."""
-        if self.config.git.remote:
-            threading.Thread(
-                target=self.storage.check_remote, name="spine-remote-check", daemon=True
-            ).start()
+        """Run the tiers' start-up checks (git: merge a newer backup from the remote), and
+        start the tiering-pass hook (and push retries) unless tiering is disabled."""
+        for task in self.storage.background_tasks():
+            threading.Thread(target=task, name="spine-remote-check", daemon=True).start()
         if self.config.tiering.enabled:
             self.scheduler.start()
         if self.watcher is not None:

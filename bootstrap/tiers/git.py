@@ -415,7 +415,7 @@ class GitTier:
             return None
         return bytes.fromhex(text) if text else None
 
-    def _record_remote_tip(self, sha: bytes | None) -> None:
+    def record_remote_tip(self, sha: bytes | None) -> None:
         self._tip_file.write_text(sha.hex() if sha else "")
 
     def remote_tip(self, timeout: float = GIT_TIMEOUT) -> bytes | None:
@@ -493,7 +493,7 @@ class GitTier:
             if "stale info" in str(exc) or "rejected" in str(exc):
                 raise RemoteMoved(f"remote branch {self.branch} moved; merging it first") from None
             raise
-        self._record_remote_tip(self.state.head)
+        self.record_remote_tip(self.state.head)
 
     def fetch(self, timeout: float = GIT_TIMEOUT) -> bool:
         """Bring the remote branch in (restore on a new VM). False when the remote lacks it."""
@@ -501,7 +501,7 @@ class GitTier:
             return False
         tip = self.remote_tip(timeout)
         if tip is None:
-            self._record_remote_tip(None)
+            self.record_remote_tip(None)
             return False
         self._git(
             "fetch",
@@ -512,7 +512,7 @@ class GitTier:
             timeout=timeout,
         )
         self._load_state()
-        self._record_remote_tip(self.state.head)
+        self.record_remote_tip(self.state.head)
         return True
 
     def _git(self, *args: str, remote: bool = False, timeout: float = GIT_TIMEOUT) -> str:

@@ -13,6 +13,7 @@ import re
 import psycopg
 
 from ..config import ConfigError
+from . import TierUnavailable
 from .pg_config import redact_dsn
 
 # FATALs that mean "come back later", not "you are not welcome".
@@ -29,10 +30,6 @@ _TLS_MARKERS = ("SSL", "certificate")
 _PREAMBLE = re.compile(
     r'(connection failed: )?connection to server (at|on) "[^"]*"(, port \d+)? failed: '
 )
-
-
-class TierUnavailable(RuntimeError):
-    """The tier cannot be reached now; the message is one line and holds no secret."""
 
 
 class ServerRefused(ConfigError):

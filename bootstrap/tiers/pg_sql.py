@@ -25,21 +25,10 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from ..records import Change
+
 COLUMNS = "collection, key, convert_to(value::text, 'UTF8'), cls, mtime, version, host, txid::text"
 COPY_TYPES = ("text", "text", "bytea", "text", "float8", "int8", "text", "text")
-
-
-@dataclass(frozen=True)
-class Change:
-    """One record's new state, as the storage hands it to a tier (value None: a delete)."""
-
-    collection: str
-    key: str
-    value: bytes | None
-    cls: str
-    mtime: float
-    version: int = 0
-    host: str = ""
 
 
 @dataclass(frozen=True)

@@ -39,9 +39,10 @@ from hypothesis.stateful import (
 )
 
 import bootstrap.durable as durable_module
+import bootstrap.journal as journal_module
+import bootstrap.memory as memory_module
 import bootstrap.storage as storage_module
 import bootstrap.tiers.files as files_module
-import bootstrap.tiers.journal as journal_module
 from bootstrap.config import config_from_mapping
 from bootstrap.records import PersistenceClass
 from bootstrap.storage import HybridStorage, StorageFull
@@ -307,7 +308,7 @@ def test_the_engine_matches_a_dict_through_every_interleaving(
     monkeypatch.setattr(durable_module, "os", faults.durable_os())
     monkeypatch.setattr(files_module, "os", faults.files_os())
     # Memory compaction (after many deletes) rebuilds every entry: let it happen in the model.
-    monkeypatch.setattr(storage_module, "COMPACT_AFTER_REMOVED", 2)
+    monkeypatch.setattr(memory_module, "COMPACT_AFTER_REMOVED", 2)
     # So is the journal checkpoint at start (files, a git commit, segments dropped).
     monkeypatch.setattr(storage_module, "JOURNAL_CHECKPOINT_BYTES", 4096)
     machine = make_machine(faults)

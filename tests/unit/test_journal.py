@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bootstrap.tiers.journal import Journal
+from bootstrap.journal import Journal
 
 
 def test_replay_returns_every_line_in_order(tmp_path: Path) -> None:

@@ -19,8 +19,8 @@ from typing import NamedTuple
 
 import orjson
 
-from ..durable import fsync_dir
-from ..records import exact_bytes
+from .durable import fsync_dir
+from .records import exact_bytes
 
 log = logging.getLogger("spine.journal")
 
