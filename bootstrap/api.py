@@ -133,6 +133,20 @@ class StorageCollector(Collector):
             "spine_evictions_total": ("Records evicted for the memory limit", counters.evictions),
             "spine_backups_total": ("Git backup commits", counters.backups),
         }
+        postgres = status["tiers"].get("postgres")
+        if postgres is not None:
+            simple["spine_postgres_backlog"] = (
+                "Changes waiting to be shipped to PostgreSQL (async mode)",
+                postgres["backlog"],
+            )
+            simple["spine_postgres_lag_seconds"] = (
+                "Age of the oldest change not yet in PostgreSQL",
+                postgres["lag_s"],
+            )
+            simple["spine_postgres_up"] = (
+                "1 when the last PostgreSQL operation succeeded",
+                int(postgres["last_error"] is None),
+            )
         for name, (doc, value) in simple.items():
             yield GaugeMetricFamily(name, doc, value=value)
 

@@ -164,6 +164,9 @@ def _run(config: AgentConfig) -> int:
     setup_logging(config.log_level)
     try:
         return run_daemon(config)
+    except ConfigError as exc:  # found at start (a tier's server refused): fix the config
+        print(f"spine-agent: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except Exception as exc:  # one line, then exit non-zero: systemd shows it in status
         print(f"spine-agent: {exc}", file=sys.stderr)
         return EXIT_FAIL

@@ -197,6 +197,8 @@ class AgentConfig:
     preemption: PreemptionConfig = field(default_factory=PreemptionConfig)
     # class name -> ordered tier names (bootstrap.policy.Routes reads it)
     routes: dict[str, tuple[str, ...]] = field(default_factory=lambda: _default_routes())
+    # the `postgres:` section (a bootstrap.tiers.pg_config.PostgresConfig), None without one
+    postgres: Any = None
 
     def class_of(self, collection: str) -> PersistenceClass:
         return self.class_map.get(collection, self.default_class)
@@ -214,6 +216,7 @@ _TOP_KEYS = {
     "api",
     "preemption",
     "routes",
+    "postgres",
 }
 _SECTION_KEYS = {
     "tiering": {"enabled", "hot_age", "warm_age", "file_backup_interval", "git_backup_interval"},
@@ -237,6 +240,8 @@ _SECTION_KEYS = {
     },
     "preemption": {"watch", "metadata_url"},
     "routes": {c.value for c in PersistenceClass},
+    # checked by the postgres tier's own parser (bootstrap.tiers.pg_config)
+    "postgres": {"dsn", "password_file", "classes", "write", "max_lag", "schema"},
 }
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -367,6 +372,12 @@ def build_config(raw: dict[str, Any], base_dir: Path) -> AgentConfig:
     if log_level not in _LOG_LEVELS:
         raise ConfigError("log_level", raw.get("log_level"), f"allowed: {', '.join(_LOG_LEVELS)}")
     memory_limit = _size("memory_limit", given("memory_limit"))
+    postgres = None
+    if raw.get("postgres") is not None:
+        from .tiers.pg_config import parse_postgres_config  # psycopg only when configured
+
+        postgres = parse_postgres_config(sections["postgres"], base_dir)
+    routes = _routes(sections["routes"], postgres.classes if postgres else frozenset())
     return AgentConfig(
         storage_path=storage,
         git=git,
@@ -379,7 +390,8 @@ def build_config(raw: dict[str, Any], base_dir: Path) -> AgentConfig:
         default_class=default_class,
         class_map=class_map,
         preemption=PreemptionConfig(watch=watch, metadata_url=metadata_url),
-        routes=_routes(sections["routes"]),
+        routes=routes,
+        postgres=postgres,
     )
 
 
@@ -635,11 +647,21 @@ def _route(key: str, value: Any) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _routes(section: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+def _routes(
+    section: dict[str, Any], postgres: frozenset[PersistenceClass] = frozenset()
+) -> dict[str, tuple[str, ...]]:
+    """Each class's route; with a postgres section, its classes end in postgres (unless their
+    route lists it already), and no route may name postgres without the section."""
     routes: dict[str, tuple[str, ...]] = {}
     for cls in PersistenceClass:
         key = f"routes.{cls.value}"
         route = _route(key, _given(section, key))
+        if "postgres" in route and not postgres:
+            raise ConfigError(key, section.get(cls.value), "postgres needs a postgres: section")
+        if cls in postgres and cls.value in MEMORY_ONLY_CLASSES:
+            raise ConfigError("postgres.classes", cls.value, f"{cls.value} is memory only")
+        if cls in postgres and "postgres" not in route:
+            route = (*route, "postgres")
         if route and cls.value in MEMORY_ONLY_CLASSES:
             raise ConfigError(
                 key, section.get(cls.value), f"{cls.value} is memory only: route it to none"

@@ -23,4 +23,10 @@ class StorageFull(StorageError):
     status = 507
 
 
-__all__ = ["BadRequest", "StorageError", "StorageFull", "ValueTooLarge"]
+class Unavailable(StorageError):
+    """A tier the write must reach synchronously is unreachable: nothing was written."""
+
+    status = 503
+
+
+__all__ = ["BadRequest", "StorageError", "StorageFull", "Unavailable", "ValueTooLarge"]

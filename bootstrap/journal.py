@@ -200,6 +200,11 @@ class Journal:
         return self._synced_seq
 
     # -- checkpoints ----------------------------------------------------------------------
+    @property
+    def segment(self) -> int:
+        """The number of the segment appends go to now (every earlier one is closed)."""
+        return self._segment_no
+
     def rotate(self) -> int:
         """Start a new segment; return the number of the last closed one (for `drop_through`)."""
         self.sync()

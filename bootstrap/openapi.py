@@ -96,10 +96,25 @@ SCHEMAS: dict[str, Any] = {
             "records": _INT,
             "collections": {"type": "object", "additionalProperties": _INT},
             "classes": {"type": "object"},
+            "routes": {"type": "object"},
+            "journal": _obj({"bytes": _INT}),
             "tiers": {"type": "object"},
             "dirty": {"type": "object"},
-            "backup": {"type": "object"},
-        }
+            "backup": {"type": "object"},  # only with the git tier
+        },
+        required=[
+            "host",
+            "storage_path",
+            "restored_from",
+            "uptime_s",
+            "records",
+            "collections",
+            "classes",
+            "routes",
+            "journal",
+            "tiers",
+            "dirty",
+        ],
     ),
     "TierReport": _obj(
         {

@@ -32,6 +32,7 @@ from .journal import Journal, JournalWriteError
 from .memory import MemoryStore, release_free_heap
 from .policy import Routes
 from .records import (
+    Change,
     Entry,
     InvalidValue,
     PersistenceClass,
@@ -50,7 +51,7 @@ LOCK_NAME = ".agent.lock"
 # it bounds replay time and memory after a crash, also for an agent that never lives to its
 # first pass.
 JOURNAL_CHECKPOINT_BYTES = 32 * 1024 * 1024
-RESTORE_SOURCES = ("empty", "files", "git-local", "git-remote")
+RESTORE_SOURCES = ("empty", "files", "git-local", "git-remote", "postgres")
 BACKGROUND_PUBLISH_TIMEOUT = 30.0
 TierReport = PassReport  # the name the lifecycle and the API know
 
@@ -254,8 +255,11 @@ class HybridStorage:
         now = self.clock()
         tombstoned_durable = False
         routes, memory = self.routes, self.memory
+        mask = self._write_through(Change(collection, key, raw, pclass.value, now), pclass)
         with memory.lock:
             old = memory.entry(collection, key)
+            if mask != routes.mask(pclass) and old is not None and old.mtime > now:
+                return 0  # written through; a newer write of the key has landed meanwhile
             try:
                 if routes.journaled(pclass):
                     seq = self.journal.append(collection, key, pclass.value, raw, now)
@@ -269,7 +273,7 @@ class HybridStorage:
             except JournalWriteError as exc:
                 self._counters.put_errors += 1
                 raise StorageFull(f"write refused, nothing stored: {exc.strerror or exc}") from None
-            memory.set_entry(collection, key, Entry(raw, pclass, now, routes.mask(pclass)), now)
+            memory.set_entry(collection, key, Entry(raw, pclass, now, mask), now)
             self._counters.puts += 1
             if memory.used > memory.limit and not memory.evict_blocked:
                 memory.evict_for_limit()
@@ -307,6 +311,10 @@ class HybridStorage:
         """Remove a record everywhere it may travel. False when it did not exist."""
         self.check_names(collection, key)
         now = self.clock()
+        held = self.memory.entry(collection, key)
+        if held is None:
+            return False
+        self._write_through(Change(collection, key, None, held.cls.value, now), held.cls)
         with self.memory.lock:
             entry = self.memory.entry(collection, key)
             if entry is None:
@@ -480,6 +488,16 @@ class HybridStorage:
         if not self.replicas:
             return 0
         return self.journal.drop_through(min(r.covered for r in self.replicas))
+
+    def _write_through(self, change: Change, cls: PersistenceClass) -> int:
+        """Reach the tiers that must hold a write before it is acknowledged (Unavailable:
+        nothing written); the route's mask less those tiers, whose bits are never pending."""
+        mask = self.routes.mask(cls)
+        for replica in self.replicas:
+            if mask & replica.bit and replica.writes_through(cls):
+                replica.write_through(change)
+                mask &= ~replica.bit
+        return mask
 
     # == the memory store's notices, dispatched by pending bit =============================
     def _note_put(self, collection: str, key: str, entry: Entry, now: float) -> None:

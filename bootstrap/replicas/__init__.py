@@ -4,6 +4,8 @@ A replica turns the memory store's pending bits into its backend's writes. The s
 every replica through the same verbs and never by name:
 
 - `note_put`/`note_delete`/`note_bulk`: the memory store queued work for this tier;
+- `writes_through(cls)` / `write_through(change)`: a tier the put path must reach before the
+  ack (postgres in sync mode); its bit is never pending;
 - `ship(report, compact)`: write what is pending (files: changed warm files; git: a commit),
   then `covered` names the last journal segment the backend holds;
 - `publish(deadline)`: make it visible beyond this host (git: push) within a deadline;
@@ -26,7 +28,7 @@ from ..config import AgentConfig
 from ..journal import Journal
 from ..memory import MemoryStore
 from ..policy import Routes, class_override
-from ..records import Entry, PersistenceClass
+from ..records import Change, Entry, PersistenceClass
 
 # (collection, key, class, mtime, value or None for a delete): a record another copy holds
 Incoming = tuple[str, str, PersistenceClass, float, bytes | None]
@@ -87,6 +89,10 @@ class Replica(Protocol):
     def note_bulk(self, collection: str, cls: PersistenceClass) -> None: ...
 
     def pending_work(self) -> bool: ...
+
+    def writes_through(self, cls: PersistenceClass) -> bool: ...
+
+    def write_through(self, change: Change) -> None: ...
 
     def ship(self, report: PassReport, compact: bool = True) -> dict[str, Any]: ...
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from ..errors import StorageFull
-from ..records import Entry, PersistenceClass, check_collection
+from ..records import Change, Entry, PersistenceClass, check_collection
 from ..tiers.files import FilesTier, StagedFile, read_value
 from . import Context, PassReport
 
@@ -49,6 +49,12 @@ class FilesReplica:
 
     def note_bulk(self, collection: str, cls: PersistenceClass) -> None:
         self._dirty.add((collection, self.ctx.override(collection, cls)))
+
+    def writes_through(self, cls: PersistenceClass) -> bool:
+        return False
+
+    def write_through(self, change: Change) -> None:
+        raise NotImplementedError("this tier is written by its pass, never on the put path")
 
     def pending_work(self) -> bool:
         return bool(self._dirty)
@@ -188,7 +194,9 @@ class FilesReplica:
         """Warm files into memory (values while under the limit, else only their location);
         "files" when the tier has state (even with no record left), else None."""
         memory, routes, config = self.ctx.memory, self.ctx.routes, self.ctx.config
-        loaded_at = self.backend.written_at or self.ctx.clock()
+        # The records' time is when the files were written (the manifest's mark): a change
+        # made elsewhere after that is newer, one made before is not.
+        loaded_at = self.backend.open() or self.ctx.clock()
         with memory.lock:
             for collection, cls_name, records in self.backend.load():
                 if not _known_collection(collection):

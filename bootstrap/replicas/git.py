@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..policy import backup_due, retry_delay
-from ..records import Entry, PersistenceClass
+from ..records import Change, Entry, PersistenceClass
 from ..tiers.files import FilesTier, parse
 from ..tiers.git import GitRecord, GitTier, GitUnavailable, RemoteMoved, redact
 from . import Context, PassReport, Replica
@@ -106,6 +106,12 @@ class GitReplica:
         for key, entry in self.ctx.memory.collection(collection).items():
             if entry.pending & self.bit:
                 self.note_put(collection, key, entry, entry.mtime)
+
+    def writes_through(self, cls: PersistenceClass) -> bool:
+        return False
+
+    def write_through(self, change: Change) -> None:
+        raise NotImplementedError("this tier is written by its pass, never on the put path")
 
     def pending_work(self) -> bool:
         return bool(self._pending or self._deletes)

@@ -25,6 +25,7 @@ from ..records import Change
 TIERS: dict[str, str] = {
     "files": "bootstrap.replicas.files:FilesReplica",
     "git": "bootstrap.replicas.git:GitReplica",
+    "postgres": "bootstrap.replicas.postgres:PostgresReplica",
 }
 # Tiers that only copy another one and must follow it in a route: name -> the tier it copies.
 FOLLOWS: dict[str, str] = {"git": "files"}

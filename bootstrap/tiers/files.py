@@ -15,13 +15,15 @@ import os
 import re
 import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import orjson
 
 from ..durable import atomic_write, fsync_dir, write_durable_tmp
+from ..records import Change
 
 log = logging.getLogger("spine.files")
 
@@ -104,7 +106,14 @@ class StagedFile:
 
 
 class FilesTier:
-    """Atomic whole-file writes, byte-range reads and corruption quarantine."""
+    """Atomic whole-file writes, byte-range reads and corruption quarantine.
+
+    The storage drives it through its replica (stage/install under the memory lock); the
+    contract verbs (open/read/write/publish/status/close, see bootstrap.tiers) serve restore
+    tools and the contract tests. The tier keeps one mark for all its files, `written_at`: a
+    change is newer than the files only if its mtime is later than that."""
+
+    name: ClassVar[str] = "files"
 
     def __init__(self, root: Path, clock: Callable[[], float] = time.time) -> None:
         self.root = root
@@ -186,9 +195,10 @@ class FilesTier:
         """Make the renames durable (once per pass, after every install)."""
         fsync_dir(self.root)
 
-    def commit_manifest(self) -> None:
-        """Record what was written; called after a batch of write_file calls."""
-        self.written_at = self.clock()
+    def commit_manifest(self, newest: float | None = None) -> None:
+        """Record what was written; called after a batch of write_file calls. The mark is the
+        time now, or the newest change written when that is later (a clock behind another)."""
+        self.written_at = max(self.clock(), newest or float("-inf"))
         body = {"version": 1, "written_at": self.written_at, "files": self._manifest}
         atomic_write(self.root / MANIFEST_NAME, orjson.dumps(body, option=orjson.OPT_INDENT_2))
 
@@ -258,6 +268,67 @@ class FilesTier:
             "quarantined a corrupt file",
             extra={"file": path.name, "reason": reason, "moved_to": str(target)},
         )
+
+    # -- the tier contract ----------------------------------------------------------------
+    def open(self) -> float | None:
+        """The time the files were last written (their newest change), None when never."""
+        try:
+            body = orjson.loads((self.root / MANIFEST_NAME).read_bytes())
+            self.written_at = float(body["written_at"])
+        except (OSError, orjson.JSONDecodeError, TypeError, ValueError, KeyError):
+            return None
+        return self.written_at
+
+    def read(self, since: float | None) -> Iterator[Change]:
+        """Every record (since None), or every record when the files changed after `since`:
+        files keep no per-record time. Deleted records are simply absent."""
+        if since is not None and (self.written_at or 0.0) <= since:
+            return
+        for collection, cls, records in self.load():
+            mtime = self.written_at or 0.0
+            for key, value, _ in records:
+                yield Change(collection, key, value, cls or "", mtime)
+
+    def write(self, changes: Sequence[Change]) -> None:
+        """Merge a batch into the files, newest wins: per key the latest change of the batch,
+        and only if it is later than the files' mark (so a replayed batch is a no-op)."""
+        mark = self.written_at or float("-inf")
+        newest: dict[tuple[str, str], Change] = {}
+        for change in changes:
+            held = newest.get((change.collection, change.key))
+            if change.mtime > mark and (held is None or change.mtime >= held.mtime):
+                newest[(change.collection, change.key)] = change
+        by_file: dict[str, dict[str, bytes | None]] = {}
+        for change in newest.values():
+            override = change.cls if change.cls in ("critical", "session") else None
+            name = self.file_name(change.collection, override)
+            by_file.setdefault(name, {})[change.key] = change.value
+        for name, updates in sorted(by_file.items()):
+            path = self.root / name
+            lines = parse(path.read_bytes()) if path.exists() else None
+            current = {k: v for k, v, _ in lines or []}
+            for key, value in updates.items():
+                if value is None:
+                    current.pop(key, None)
+                else:
+                    current[key] = value
+            self.write_file(name, sorted(current.items()))
+        if by_file:
+            self.commit_manifest(max(c.mtime for c in newest.values()))
+
+    def publish(self, deadline: float) -> None:
+        """Written files are durable when write returns."""
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "files": self.file_count(),
+            "bytes": self.size_bytes(),
+            "last_written_at": self.written_at,
+            "quarantined": self.quarantined(),
+        }
+
+    def close(self) -> None:
+        """Nothing is held open between calls."""
 
     def quarantined(self) -> list[str]:
         if not self.quarantine_dir.exists():
