@@ -59,6 +59,10 @@ class PostgresReplica:
         self._deletes: dict[tuple[str, str], tuple[PersistenceClass, float]] = {}
         self._oldest: float | None = None
         self._in_flight = False
+        # What a ship has taken out of the backlog but not yet written: still backlog for
+        # status (a ship blocked on a dead server must not read as "nothing pending").
+        self._in_flight_count = 0
+        self._in_flight_since: float | None = None
         self._applying = False  # taking others' changes: they are not ours to ship back
         self._ship_lock = threading.Lock()
         self._stop = threading.Event()
@@ -176,6 +180,8 @@ class PostgresReplica:
                 return {}
             finally:
                 self._in_flight = False
+                self._in_flight_count = 0
+                self._in_flight_since = None
             self.last_error = None
             self.last_ship_at = self.ctx.clock()
             self.shipped += len(changes)
@@ -189,7 +195,7 @@ class PostgresReplica:
         with memory.lock:
             pending, self._pending = self._pending, set()
             deletes, self._deletes = self._deletes, {}
-            self._oldest = None
+            since, self._oldest = self._oldest, None
             for collection, key in sorted(pending):
                 entry = memory.entry(collection, key)
                 if entry is None or not entry.pending & bit or entry.value is None:
@@ -200,6 +206,8 @@ class PostgresReplica:
             for (collection, key), (cls, when) in deletes.items():
                 changes.append(Change(collection, key, None, cls.value, when))
             self._in_flight = bool(changes)
+            self._in_flight_count = len(changes)
+            self._in_flight_since = since if changes else None
         return changes, touched
 
     def _requeue(self, touched: list[tuple[str, str, Entry]], changes: list[Change]) -> None:
@@ -297,13 +305,18 @@ class PostgresReplica:
     # -- status ------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         body = self.backend.status()
-        backlog = len(self._pending) + len(self._deletes)
-        oldest = self._oldest
+        backlog = len(self._pending) + len(self._deletes) + self._in_flight_count
+        oldest = min(
+            (t for t in (self._oldest, self._in_flight_since) if t is not None), default=None
+        )
         body.update(
             {
                 "backlog": backlog,
                 "lag_s": round(self.ctx.clock() - oldest, 3) if oldest is not None else 0.0,
-                "last_error": self.last_error or body.get("last_error"),
+                # The listener is the first to see the server go: its error counts too.
+                "last_error": self.last_error
+                or body.get("last_error")
+                or (body.get("listener") or {}).get("last_error"),
                 "last_ship_at": self.last_ship_at,
                 "shipped": self.shipped,
             }
