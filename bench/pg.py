@@ -26,7 +26,7 @@ import secrets
 import statistics
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -415,16 +415,27 @@ def run_pg(root: Path, quick: bool, repeats: int) -> dict[str, Any]:
     started = time.perf_counter()
     keys = shuffled(make_keys(10_000))
     values = make_values()
+    results: dict[str, Any] = {"fsync": True}
     with postgres(root / "pg") as server:
-        results: dict[str, Any] = {"fsync": True}
-        results["put"] = run_put_rows(server, root, keys, values, repeats)
-        results["invalidation"] = run_invalidation(
-            server, root, 50 if quick else INVALIDATION_SAMPLES
-        )
-        results["restore"] = run_restore(
-            server, root, 10_000 if quick else RESTORE_RECORDS, 1 if quick else repeats
-        )
-        results["contention"] = run_contention(server, root, throughput.DURATION * 2, repeats)
+        sections: dict[str, Callable[[], Any]] = {
+            "put": lambda: run_put_rows(server, root, keys, values, repeats),
+            "invalidation": lambda: run_invalidation(
+                server, root, 50 if quick else INVALIDATION_SAMPLES
+            ),
+            "restore": lambda: run_restore(
+                server, root, 10_000 if quick else RESTORE_RECORDS, 1 if quick else repeats
+            ),
+            "contention": lambda: run_contention(
+                server, root, throughput.DURATION * 2, repeats
+            ),
+        }
+        for name, section in sections.items():
+            check_stop()
+            try:
+                results[name] = section()
+            except Exception as exc:  # one section's failure is reported, the rest still run
+                results[name] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+                print(f"  postgres {name}: FAILED {results[name]['error']}")
     results["runtime_s"] = round(time.perf_counter() - started, 1)
     print(f"  postgres: {results['runtime_s']:.1f}s, load {loadavg()}")
     return results
@@ -434,8 +445,16 @@ def _find(rows: list[dict[str, Any]], system: str, clients: int) -> dict[str, An
     return next(r for r in rows if r["system"] == system and r["clients"] == clients)
 
 
+def _failed(pg: dict[str, Any], *names: str) -> str | None:
+    errors = [f"{n}: {pg[n]['error']}" for n in names if "error" in pg.get(n, {})]
+    return "; ".join(errors) or None
+
+
 def evaluate_pg(pg: dict[str, Any]) -> list[dict[str, Any]]:
     """The issue's three targets for the tier, each met or missed with its figure."""
+    failed = _failed(pg, "put", "invalidation", "restore")
+    if failed:
+        return [{"target": "postgres rows", "figure": f"failed: {failed}", "met": False}]
     sync = _find(pg["put"], "agent + postgres sync", 8)["ops_s"]
     direct = _find(pg["put"], "psycopg direct", 8)["ops_s"]
     inv, restore = pg["invalidation"], pg["restore"]
@@ -464,28 +483,40 @@ def markdown_pg(pg: dict[str, Any]) -> str:
     out: list[str] = []
     add = out.append
     add("**PostgreSQL tier** (PostgreSQL 15, fsync on, TLS on 127.0.0.1; ~200-byte values; "
-        "clients are processes, one connection each)")
+        "clients are processes with a connection each, the tier-alone row threads)")
     add("")
-    add("| system | op | clients | ops/s | p50 µs | p99 µs | server CPU µs/op |")
-    add("|---|---|---:|---:|---:|---:|---:|")
-    for r in pg["put"]:
-        cpu = r["server_cpu_us_per_op"]
-        add(f"| {r['system']} | {r['label']} | {r['clients']} | {r['ops_s']:,.0f} "
-            f"| {r['p50_us']:,.0f} | {r['p99_us']:,.0f} | {'-' if cpu is None else cpu} |")
+    if "error" in pg["put"]:
+        add(f"PUT rows failed: {pg['put']['error']}")
+    else:
+        add("| system | op | clients | ops/s | p50 µs | p99 µs | server CPU µs/op |")
+        add("|---|---|---:|---:|---:|---:|---:|")
+        for r in pg["put"]:
+            cpu = r["server_cpu_us_per_op"]
+            add(f"| {r['system']} | {r['label']} | {r['clients']} | {r['ops_s']:,.0f} "
+                f"| {r['p50_us']:,.0f} | {r['p99_us']:,.0f} | {'-' if cpu is None else cpu} |")
+    add("")
     inv, rs, ct = pg["invalidation"], pg["restore"], pg["contention"]
+    if "error" in inv:
+        add(f"Cross-agent invalidation failed: {inv['error']}")
+    else:
+        add(f"Cross-agent invalidation (PUT acknowledged by A until B serves it, "
+            f"{inv['samples']} samples): p50 {inv['p50_ms']:.1f} ms, p99 {inv['p99_ms']:.1f} ms, "
+            f"max {inv['max_ms']:.1f} ms.")
     add("")
-    add(f"Cross-agent invalidation (PUT acknowledged by A until B serves it, {inv['samples']} "
-        f"samples): p50 {inv['p50_ms']:.1f} ms, p99 {inv['p99_ms']:.1f} ms, "
-        f"max {inv['max_ms']:.1f} ms.")
+    if "error" in rs:
+        add(f"Restore failed: {rs['error']}")
+    else:
+        add(f"Restore of {rs['records']:,} records from PostgreSQL into an empty storage path: "
+            f"`initialize()` {rs['initialize_s']:.2f} s; the daemon from exec to serving "
+            f"{rs['daemon_start_to_serving_s']:.2f} s (on an empty database "
+            f"{rs['daemon_empty_db_start_s']:.2f} s).")
     add("")
-    add(f"Restore of {rs['records']:,} records from PostgreSQL into an empty storage path: "
-        f"`initialize()` {rs['initialize_s']:.2f} s; the daemon from exec to serving "
-        f"{rs['daemon_start_to_serving_s']:.2f} s (on an empty database "
-        f"{rs['daemon_empty_db_start_s']:.2f} s).")
-    add("")
-    add(f"If-Match contention, {ct['writers']} writers on one key (GET + conditional PUT): "
-        f"{ct['commits_per_s']:,.0f} commits/s, {ct['conflicts_per_s']:,.0f} 412s/s; "
-        f"the counter ended at exactly the {ct['counter_checked']:,} commits.")
+    if "error" in ct:
+        add(f"If-Match contention failed: {ct['error']}")
+    else:
+        add(f"If-Match contention, {ct['writers']} writers on one key (GET + conditional PUT): "
+            f"{ct['commits_per_s']:,.0f} commits/s, {ct['conflicts_per_s']:,.0f} 412s/s; "
+            f"the counter ended at exactly the {ct['counter_checked']:,} commits.")
     add("")
     return "\n".join(out) + "\n"
 
