@@ -236,7 +236,15 @@ class RecordsEndpoint:
                 raise ValueTooLarge(f"value is over {limit} bytes (max_value_size)")
             chunks.append(chunk)
             more = message.get("more_body", False)
-        seq = self.storage.put_json(collection, key, b"".join(chunks), pclass, wait=False)
+        body = b"".join(chunks)
+        if self.storage.writes_through(pclass):
+            # It waits for a PostgreSQL commit: off the event loop, so other requests go on
+            # and concurrent writers share the tier's group commit.
+            seq = await asyncio.to_thread(
+                self.storage.put_json, collection, key, body, pclass, wait=False
+            )
+        else:
+            seq = self.storage.put_json(collection, key, body, pclass, wait=False)
         if pclass is PersistenceClass.CRITICAL:
             await self.group.wait(seq)
         return 200, orjson.dumps(
@@ -245,7 +253,11 @@ class RecordsEndpoint:
 
     async def delete(self, collection: str, key: str) -> tuple[int, bytes]:
         self.storage.check_names(collection, key)
-        if not self.storage.delete(collection, key, wait=False):
+        if self.storage.writes_through():
+            deleted = await asyncio.to_thread(self.storage.delete, collection, key, wait=False)
+        else:
+            deleted = self.storage.delete(collection, key, wait=False)
+        if not deleted:
             return 404, orjson.dumps({"error": f"no record {collection}/{key}"})
         journal = self.storage.journal
         if journal.seq > journal.synced_seq:

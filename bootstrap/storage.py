@@ -216,6 +216,12 @@ class HybridStorage:
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
 
+    def writes_through(self, cls: PersistenceClass | None = None) -> bool:
+        """True when a write of `cls` (None: of any class) waits for a remote tier before it
+        is acknowledged: an event loop must then call put/delete from a worker thread."""
+        classes = list(PersistenceClass) if cls is None else [cls]
+        return any(r.writes_through(c) for r in self.replicas for c in classes)
+
     def put(
         self,
         collection: str,
