@@ -8,6 +8,7 @@ fdatasync, the same model as Redis' `appendfsync always`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -24,6 +25,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from .errors import PreconditionFailed, Unavailable
+from .etags import NONE, BadConditionHeader, Conditions, conditions_from_headers, format_etag
 from .openapi import MAX_LIST_LIMIT, openapi_document
 from .records import InvalidName, PersistenceClass, decode_name
 from .storage import BadRequest, HybridStorage, StorageError, ValueTooLarge
@@ -156,6 +159,15 @@ _JSON_HEADERS = [(b"content-type", b"application/json")]
 RECORD_METHODS = b"GET, PUT, DELETE"
 
 
+def _conditions(scope: Scope, method: str) -> Conditions:
+    """If-Match / If-None-Match of a write; most requests carry neither (a quick scan)."""
+    headers = scope["headers"]
+    for name, _ in headers:
+        if name == b"if-match" or name == b"if-none-match":
+            return conditions_from_headers(headers, method)
+    return NONE
+
+
 def _strict_names(scope: Scope) -> tuple[str, str]:
     """uvicorn decodes %FF, %FE and %EF%BF%BD alike to U+FFFD; decode the raw path strictly so
     they cannot overwrite each other (and only invalid UTF-8 is refused)."""
@@ -187,37 +199,55 @@ class RecordsEndpoint:
     ) -> None:
         method = scope["method"]
         headers = list(_JSON_HEADERS)
+        etag: int | None = None
         try:
             if "\ufffd" in collection or "\ufffd" in key:
                 collection, key = _strict_names(scope)
             if method == "GET":
-                status, body = self.get(collection, key)
+                status, body, etag = self.get(collection, key)
             elif method == "PUT":
-                status, body = await self.put(scope, receive, collection, key)
+                conditions = _conditions(scope, method)
+                status, body, etag = await self.put(scope, receive, collection, key, conditions)
             elif method == "DELETE":
-                status, body = await self.delete(collection, key)
+                conditions = _conditions(scope, method)
+                status, body = await self.delete(collection, key, conditions)
             else:
                 status, body = 405, orjson.dumps({"error": f"method {method} not allowed"})
                 headers.append((b"allow", RECORD_METHODS))
         except StorageError as exc:
             status, body = exc.status, orjson.dumps({"error": str(exc)})
+        except BadConditionHeader as exc:
+            status, body = 400, orjson.dumps({"error": str(exc)})
+        except PreconditionFailed as exc:
+            status = exc.status
+            body = orjson.dumps({"error": str(exc), "current_version": exc.current_version})
+            etag = exc.current_version
+        except Unavailable as exc:
+            status, body = exc.status, orjson.dumps({"error": str(exc)})
         except Exception as exc:  # one JSON line, never a traceback to the client
             log.exception("request failed", extra={"path": scope["path"]})
             status, body = 500, orjson.dumps({"error": f"internal error: {exc}"})
+        if etag is not None:
+            headers.append((b"etag", format_etag(etag)))
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    def get(self, collection: str, key: str) -> tuple[int, bytes]:
+    def get(self, collection: str, key: str) -> tuple[int, bytes, int | None]:
         self.storage.check_names(collection, key)
-        raw = self.storage.get_json(collection, key)
-        if raw is None:
-            return 404, orjson.dumps({"error": f"no record {collection}/{key}"})
-        return 200, raw
+        found = self.storage.get_json_versioned(collection, key)
+        if found is None:
+            return 404, orjson.dumps({"error": f"no record {collection}/{key}"}), None
+        return 200, found[0], found[1]
 
     async def put(
-        self, scope: Scope, receive: Receive, collection: str, key: str
-    ) -> tuple[int, bytes]:
+        self,
+        scope: Scope,
+        receive: Receive,
+        collection: str,
+        key: str,
+        conditions: Conditions = NONE,
+    ) -> tuple[int, bytes, int]:
         query = parse_qs(scope.get("query_string", b"").decode(), keep_blank_values=True)
         pclass = self.storage.resolve_class(collection, query.get("class", [None])[-1])
         self.storage.check_names(collection, key)
@@ -236,27 +266,38 @@ class RecordsEndpoint:
                 raise ValueTooLarge(f"value is over {limit} bytes (max_value_size)")
             chunks.append(chunk)
             more = message.get("more_body", False)
-        body = b"".join(chunks)
+        put = functools.partial(
+            self.storage.put_json_versioned,
+            collection,
+            key,
+            b"".join(chunks),
+            pclass,
+            wait=False,
+            if_match=conditions.if_match,
+            if_absent=conditions.if_absent,
+        )
         if self.storage.writes_through(pclass):
             # It waits for a PostgreSQL commit: off the event loop, so other requests go on
             # and concurrent writers share the tier's group commit.
-            seq = await asyncio.to_thread(
-                self.storage.put_json, collection, key, body, pclass, wait=False
-            )
+            seq, version = await asyncio.to_thread(put)
         else:
-            seq = self.storage.put_json(collection, key, body, pclass, wait=False)
+            seq, version = put()
         if pclass is PersistenceClass.CRITICAL:
             await self.group.wait(seq)
-        return 200, orjson.dumps(
-            {"ok": True, "collection": collection, "key": key, "class": pclass.value}
-        )
+        body = {"ok": True, "collection": collection, "key": key, "class": pclass.value}
+        return 200, orjson.dumps({**body, "version": version}), version
 
-    async def delete(self, collection: str, key: str) -> tuple[int, bytes]:
+    async def delete(
+        self, collection: str, key: str, conditions: Conditions = NONE
+    ) -> tuple[int, bytes]:
         self.storage.check_names(collection, key)
+        delete = functools.partial(
+            self.storage.delete, collection, key, wait=False, if_match=conditions.if_match
+        )
         if self.storage.writes_through():
-            deleted = await asyncio.to_thread(self.storage.delete, collection, key, wait=False)
+            deleted = await asyncio.to_thread(delete)
         else:
-            deleted = self.storage.delete(collection, key, wait=False)
+            deleted = delete()
         if not deleted:
             return 404, orjson.dumps({"error": f"no record {collection}/{key}"})
         journal = self.storage.journal

@@ -35,6 +35,14 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
+def condition_headers(if_match: int | None = None, if_absent: bool = False) -> dict[str, str]:
+    """The headers of a conditional write: If-Match "<version>" or If-None-Match: *."""
+    headers = {"If-Match": f'"{if_match}"'} if if_match is not None else {}
+    if if_absent:
+        headers["If-None-Match"] = "*"
+    return headers
+
+
 def record_path(collection: str, key: str | None = None) -> str:
     """The API path of a collection or a record, each name quoted whole (a `/` in a key stays
     part of the key)."""
@@ -55,6 +63,15 @@ class Reply:
     @property
     def headers(self) -> dict[str, str]:
         return {name.lower(): value for name, value in self._message.items()}
+
+    @property
+    def version(self) -> int | None:
+        """The record's version from the ETag header (GET, PUT, 412), or None without one."""
+        etag = self._message.get("etag")
+        if etag is None or len(etag) < 3 or not etag.startswith('"') or not etag.endswith('"'):
+            return None
+        digits = etag[1:-1]
+        return int(digits) if digits.isascii() and digits.isdigit() else None
 
     def json(self) -> Any:
         """The body as JSON (the standard library's parser: integers of any size)."""
@@ -109,6 +126,31 @@ class ApiClient:
             # uvicorn drops the connection after an unhandled error; start afresh next time.
             self.close()
         return Reply(response.status, data, response.msg)
+
+    def put_record(
+        self,
+        collection: str,
+        key: str,
+        body: bytes,
+        cls: str | None = None,
+        *,
+        if_match: int | None = None,
+        if_absent: bool = False,
+    ) -> Reply:
+        """PUT a record's JSON bytes, optionally conditional; the reply's `version` is the new
+        version (200) or the stored one (412)."""
+        query = f"?class={quote(cls, safe='')}" if cls else ""
+        headers = {**JSON_HEADERS, **condition_headers(if_match, if_absent)}
+        return self.request("PUT", record_path(collection, key) + query, body, headers)
+
+    def get_record(self, collection: str, key: str) -> Reply:
+        """GET a record; the reply's `version` is its ETag."""
+        return self.request("GET", record_path(collection, key))
+
+    def delete_record(self, collection: str, key: str, *, if_match: int | None = None) -> Reply:
+        """DELETE a record, with `if_match` only if it is still at that version."""
+        path = record_path(collection, key)
+        return self.request("DELETE", path, None, condition_headers(if_match))
 
     def close(self) -> None:
         if self.conn is not None:

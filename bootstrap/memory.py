@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import itertools
 import logging
 import pickle
 import threading
@@ -147,20 +148,25 @@ class MemoryStore:
         mtime: float,
         pending: int,
         clean_copy: bool,
+        versions: list[int] | None = None,
     ) -> bool:
         """Restore's tight loop. With `clean_copy` the records' locations point into the tier
         that holds them (evictable; a location < 0 is still owed to that tier via `pending`);
-        without, they stay resident until their tiers have them. True when any record was
-        left pending."""
+        without, they stay resident until their tiers have them. `versions` (a warm file's
+        sidecar, line by line) keep the records' own versions; without them a record's version
+        is `mtime`'s. True when any record was left pending."""
         coll = self._mem.setdefault(collection, {})
         used, limit = self.used, self.limit
         any_pending = False
-        for key, value, location in records:
+        stamps = versions if versions is not None else itertools.repeat(None)
+        for (key, value, location), version in zip(records, stamps, strict=False):
             old = coll.get(key)
             if old is not None and old.value is not None:
                 used -= old.size
             dirty = not clean_copy or location < 0
-            entry = Entry(value, cls, mtime, pending if dirty else 0)
+            written = mtime if version is None else version / 1_000_000
+            entry = Entry(value, cls, written, pending if dirty else 0)
+            entry.atime = mtime  # idle since the load, whatever its version
             size = len(value) + ENTRY_OVERHEAD
             if dirty:
                 any_pending = any_pending or bool(entry.pending)

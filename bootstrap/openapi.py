@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .etags import MAX_VERSION
 from .records import (
     MAX_COLLECTION_LENGTH,
     MAX_EXACT_INT,
@@ -62,6 +63,7 @@ _BOOL = {"type": "boolean"}
 _NULLABLE_STR = {"type": "string", "nullable": True}
 _NULLABLE_NUM = {"type": "number", "nullable": True}
 _CLASS_NAMES = [c.value for c in PersistenceClass]
+_VERSION = {"type": "integer", "minimum": 0, "maximum": MAX_VERSION}
 
 SCHEMAS: dict[str, Any] = {
     "Error": {**_obj({"error": _STR}), "additionalProperties": False},
@@ -77,7 +79,19 @@ SCHEMAS: dict[str, Any] = {
             {"type": "object", "additionalProperties": _ref("Value")},
         ],
     },
-    "Stored": _obj({"ok": _BOOL, "collection": _STR, "key": _STR, "class": {"enum": _CLASS_NAMES}}),
+    "Stored": _obj(
+        {
+            "ok": _BOOL,
+            "collection": _STR,
+            "key": _STR,
+            "class": {"enum": _CLASS_NAMES},
+            "version": _VERSION,
+        }
+    ),
+    "PreconditionFailed": {
+        **_obj({"error": _STR, "current_version": {**_VERSION, "nullable": True}}),
+        "additionalProperties": False,
+    },
     "Deleted": _obj({"ok": _BOOL, "deleted": _STR}),
     "RecordList": _obj(
         {
@@ -147,6 +161,40 @@ NO_RECORD = _answer("no such record")
 DISK_FULL = _answer("the disk refused the write; nothing changed")
 
 COLLECTION = {"name": "collection", "in": "path", "required": True, "schema": COLLECTION_SCHEMA}
+ETAG = {
+    "ETag": {
+        "description": 'The record\'s version as a strong ETag: a quoted decimal, e.g. "17"',
+        "schema": _STR,
+    }
+}
+IF_MATCH = {
+    "name": "If-Match",
+    "in": "header",
+    "required": False,
+    "description": 'Write only if the stored version is this one: one strong ETag, e.g. "17" '
+    "(the quotes may be left out). Else 412, nothing written (also when the record is absent).",
+    "schema": {"type": "string", "maxLength": 64, "pattern": '^("[0-9]{1,19}"|[0-9]{1,19})$'},
+}
+IF_NONE_MATCH = {
+    "name": "If-None-Match",
+    "in": "header",
+    "required": False,
+    "description": "`*`: create only; 412 if the record exists (with If-Match too: 412 always).",
+    "schema": {"type": "string", "enum": ["*"]},
+}
+PRECONDITION_FAILED = {
+    **_answer(
+        "the condition failed, nothing written; current_version is the stored version (null: "
+        "absent), also in the ETag header when the record exists",
+        _ref("PreconditionFailed"),
+    ),
+    "headers": ETAG,
+}
+UNAVAILABLE = (
+    "over api.max_connections (the connection is closed), or the store that decides a "
+    "conditional write is unreachable (nothing written)"
+)
+BAD_CONDITION = "a malformed If-Match or If-None-Match (the message names the header)"
 KEY = {"name": "key", "in": "path", "required": True, "schema": KEY_SCHEMA}
 
 
@@ -202,18 +250,30 @@ PATHS: dict[str, Any] = {
     "/v1/records/{collection}/{key}": {
         "parameters": [COLLECTION, KEY],
         "get": _op(
-            "Read one record's JSON value.",
-            {"200": _answer("the value", _ref("Value")), "400": BAD_NAME, "404": NO_RECORD},
+            "Read one record's JSON value; the ETag header carries its version.",
+            {
+                "200": {**_answer("the value", _ref("Value")), "headers": ETAG},
+                "400": BAD_NAME,
+                "404": NO_RECORD,
+            },
         ),
         "put": _op(
-            "Store a JSON value; critical records are durable when this answers.",
+            "Store a JSON value; critical records are durable when this answers. With If-Match "
+            "or If-None-Match: * the write is conditional.",
             {
-                "200": _answer("stored", _ref("Stored")),
-                "400": _answer("bad name, bad JSON, a value it cannot keep exactly, bad class"),
+                "200": {**_answer("stored", _ref("Stored")), "headers": ETAG},
+                "400": _answer(
+                    "bad name, bad JSON, a value it cannot keep exactly, bad class, or "
+                    + BAD_CONDITION
+                ),
+                "412": PRECONDITION_FAILED,
                 "413": _answer("value over max_value_size"),
+                "503": _answer(UNAVAILABLE),
                 "507": DISK_FULL,
             },
             parameters=[
+                IF_MATCH,
+                IF_NONE_MATCH,
                 {
                     "name": "class",
                     "in": "query",
@@ -224,13 +284,16 @@ PATHS: dict[str, Any] = {
             requestBody={"required": True, "content": {JSON: {"schema": _ref("Value")}}},
         ),
         "delete": _op(
-            "Delete one record from every tier it travels to.",
+            "Delete one record from every tier it travels to; with If-Match, only that version.",
             {
                 "200": _answer("deleted", _ref("Deleted")),
-                "400": BAD_NAME,
+                "400": _answer("bad collection or key name, or " + BAD_CONDITION),
                 "404": NO_RECORD,
+                "412": PRECONDITION_FAILED,
+                "503": _answer(UNAVAILABLE),
                 "507": DISK_FULL,
             },
+            parameters=[IF_MATCH],
         ),
     },
     "/v1/tier": {

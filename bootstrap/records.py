@@ -152,6 +152,12 @@ def exact_bytes(data: bytes) -> bytes:
     return memoryview(data).tobytes()
 
 
+def version_of(mtime: float) -> int:
+    """A record's version from its mtime (float seconds): exact for the write clock's values,
+    whose mtime is `version / 1e6`."""
+    return round(mtime * 1_000_000)
+
+
 class Entry:
     """One record in memory. The value is kept as compact JSON bytes: cheaper than a parsed object
     (RSS at 100k records) and served over the socket without re-encoding. `pending` holds one
@@ -167,6 +173,12 @@ class Entry:
         self.atime = mtime
         self.pending = pending
         self.loc: int | None = None  # where the evictable copy lives (a warm file's line)
+
+    @property
+    def version(self) -> int:
+        """The record's version (its ETag): the write clock's microseconds, kept as the mtime
+        that every tier already persists, so it needs no field of its own."""
+        return version_of(self.mtime)
 
     @property
     def size(self) -> int:

@@ -20,14 +20,14 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
 from . import restore as restoring
 from .config import AgentConfig
-from .errors import BadRequest, StorageError, StorageFull, ValueTooLarge
+from .errors import BadRequest, PreconditionFailed, StorageError, StorageFull, ValueTooLarge
 from .journal import Journal, JournalWriteError
 from .memory import MemoryStore, release_free_heap
 from .policy import Routes
@@ -40,6 +40,7 @@ from .records import (
     check_key,
     exact_bytes,
     validate_value,
+    version_of,
 )
 from .replicas import Context, Incoming, PassReport, Replica
 from .tiers import FOLLOWS, replica_factory
@@ -97,6 +98,7 @@ class HybridStorage:
         self._maintenance = threading.Lock()
         self._open = False
         self._lock_fd = -1
+        self._last_version = 0  # the write clock (µs): every write takes a larger value
         ctx = Context(
             config=config,
             clock=clock,
@@ -136,6 +138,7 @@ class HybridStorage:
         for replica in self.replicas:
             replica.open()
         self.restored_from, replayed = restoring.restore(self.replicas, self.memory, self.journal)
+        self._seed_write_clock()
         if self._journal_full():
             self.checkpoint()
         for replica in self.replicas:
@@ -229,13 +232,35 @@ class HybridStorage:
         value: Any,
         cls: str | PersistenceClass | None = None,
         wait: bool = True,
+        *,
+        if_match: int | None = None,
+        if_absent: bool = False,
     ) -> int:
-        """Store a JSON-able value. Critical puts are durable when this returns (wait=True)."""
+        """Store a JSON-able value. Critical puts are durable when this returns (wait=True).
+        Returns the journal sequence number; `put_versioned` also returns the new version."""
+        return self.put_versioned(
+            collection, key, value, cls, wait, if_match=if_match, if_absent=if_absent
+        )[0]
+
+    def put_versioned(
+        self,
+        collection: str,
+        key: str,
+        value: Any,
+        cls: str | PersistenceClass | None = None,
+        wait: bool = True,
+        *,
+        if_match: int | None = None,
+        if_absent: bool = False,
+    ) -> tuple[int, int]:
+        """`put` returning (journal sequence number, the record's new version)."""
         try:
             data = orjson.dumps(value)
         except TypeError as exc:
             raise BadRequest(f"value is not JSON-serialisable: {exc}") from None
-        return self.put_json(collection, key, data, cls, wait=wait, canonical=True)
+        return self.put_json_versioned(
+            collection, key, data, cls, wait, True, if_match=if_match, if_absent=if_absent
+        )
 
     def put_json(
         self,
@@ -247,6 +272,24 @@ class HybridStorage:
         canonical: bool = False,
     ) -> int:
         """Store raw JSON bytes (the socket API's path). Returns the journal sequence number."""
+        return self.put_json_versioned(collection, key, raw, cls, wait, canonical)[0]
+
+    def put_json_versioned(
+        self,
+        collection: str,
+        key: str,
+        raw: bytes,
+        cls: str | PersistenceClass | None = None,
+        wait: bool = True,
+        canonical: bool = False,
+        *,
+        if_match: int | None = None,
+        if_absent: bool = False,
+    ) -> tuple[int, int]:
+        """`put_json` returning (journal sequence number, new version). With `if_match` the
+        write happens only if the stored version is that one; with `if_absent` only if there is
+        no record. Both are decided under the storage lock, so of two writers holding the same
+        version exactly one wins; the other gets PreconditionFailed and nothing is written."""
         self.check_names(collection, key)
         pclass = self.resolve_class(collection, cls)
         if len(raw) > self.config.max_value_size:
@@ -258,36 +301,114 @@ class HybridStorage:
         except InvalidValue as exc:
             raise BadRequest(str(exc)) from None
         raw = exact_bytes(raw)
-        now = self.clock()
-        tombstoned_durable = False
-        routes, memory = self.routes, self.memory
-        mask = self._write_through(Change(collection, key, raw, pclass.value, now), pclass)
+        conditional = if_match is not None or if_absent
+        memory = self.memory
+        change = Change(collection, key, raw, pclass.value, 0.0)
+        seq: int | None = None
         with memory.lock:
             old = memory.entry(collection, key)
-            if mask != routes.mask(pclass) and old is not None and old.mtime > now:
-                return 0  # written through; a newer write of the key has landed meanwhile
-            try:
-                if routes.journaled(pclass):
-                    seq = self.journal.append(collection, key, pclass.value, raw, now)
-                elif old is not None and routes.journaled(old.cls):
-                    # The record leaves its tiers (a cache value over a durable one): the
-                    # journal must say the older value is gone, or a crash brings it back.
-                    seq = self.journal.append(collection, key, old.cls.value, None, now)
-                    tombstoned_durable = old.cls.waits_for_sync
-                else:
-                    seq = 0
-            except JournalWriteError as exc:
-                self._counters.put_errors += 1
-                raise StorageFull(f"write refused, nothing stored: {exc.strerror or exc}") from None
-            memory.set_entry(collection, key, Entry(raw, pclass, now, mask), now)
-            self._counters.puts += 1
-            if memory.used > memory.limit and not memory.evict_blocked:
-                memory.evict_for_limit()
-            elif seq and self._journal_full() and memory.on_pressure is not None:
-                memory.on_pressure()  # an early pass checkpoints the journal
+            if conditional:
+                self._check_precondition(collection, key, old, if_match, if_absent)
+            version = self._next_version(old)
+            now = version / 1_000_000
+            change = replace(change, mtime=now)
+            if conditional or not self._writes_through(pclass):
+                # Decided and written under the lock: no other write interleaves.
+                mask = self._write_through(change, pclass)
+                seq = self._apply_put(collection, key, raw, pclass, now, mask, old)
+        if seq is None:
+            # A tier to reach before the ack (postgres, sync): not under the lock, so writes
+            # of other keys go on meanwhile.
+            mask = self._write_through(change, pclass)
+            with memory.lock:
+                old = memory.entry(collection, key)
+                if old is not None and old.mtime > now:
+                    return 0, version  # written through; a newer write has landed meanwhile
+                seq = self._apply_put(collection, key, raw, pclass, now, mask, old)
+        tombstoned_durable = seq < 0
+        seq = abs(seq)
         if (wait and pclass.waits_for_sync) or tombstoned_durable:
             self.sync(seq)
-        return seq
+        return seq, version
+
+    def _apply_put(
+        self,
+        collection: str,
+        key: str,
+        raw: bytes,
+        pclass: PersistenceClass,
+        now: float,
+        mask: int,
+        old: Entry | None,
+    ) -> int:
+        """Journal and install a put (caller holds the lock); the journal sequence number,
+        negative when it tombstoned a durable record that must be synced before the ack."""
+        memory, routes = self.memory, self.routes
+        tombstoned_durable = False
+        try:
+            if routes.journaled(pclass):
+                seq = self.journal.append(collection, key, pclass.value, raw, now)
+            elif old is not None and routes.journaled(old.cls):
+                # The record leaves its tiers (a cache value over a durable one): the journal
+                # must say the older value is gone, or a crash brings it back.
+                seq = self.journal.append(collection, key, old.cls.value, None, now)
+                tombstoned_durable = old.cls.waits_for_sync
+            else:
+                seq = 0
+        except JournalWriteError as exc:
+            self._counters.put_errors += 1
+            raise StorageFull(f"write refused, nothing stored: {exc.strerror or exc}") from None
+        memory.set_entry(collection, key, Entry(raw, pclass, now, mask), now)
+        self._counters.puts += 1
+        if memory.used > memory.limit and not memory.evict_blocked:
+            memory.evict_for_limit()
+        elif seq and self._journal_full() and memory.on_pressure is not None:
+            memory.on_pressure()  # an early pass checkpoints the journal
+        return -seq if tombstoned_durable else seq
+
+    def _next_version(self, old: Entry | None) -> int:
+        """Tick the write clock (caller holds the lock): max(now µs, last + 1, the record's own
+        version + 1). Strictly increasing, so a version is never handed out twice, even when
+        the system clock steps back or a merged backup carries a time from the future."""
+        version = max(version_of(self.clock()), self._last_version + 1)
+        if old is not None and old.version >= version:
+            version = old.version + 1
+        self._last_version = version
+        return version
+
+    def _seed_write_clock(self) -> None:
+        """After restore: the clock starts past every version loaded, so a record deleted and
+        written again never gets a version a client saw before."""
+        newest = 0.0
+        for replica in self.replicas:
+            newest = max(newest, replica.restore_mark()[0] or 0.0)
+        with self.memory.lock:
+            for _, coll in self.memory.collections():
+                for entry in coll.values():
+                    if entry.mtime > newest:
+                        newest = entry.mtime
+            self._last_version = max(self._last_version, version_of(newest))
+
+    @staticmethod
+    def _check_precondition(
+        collection: str,
+        key: str,
+        old: Entry | None,
+        if_match: int | None,
+        if_absent: bool,
+    ) -> None:
+        """Raise PreconditionFailed unless the stored record is as the writer expects."""
+        current = None if old is None else old.version
+        if if_absent and current is not None:
+            raise PreconditionFailed(
+                current, f"precondition failed: {collection}/{key} exists (version {current})"
+            )
+        if if_match is not None and current != if_match:
+            shown = "is absent" if current is None else f"is at version {current}"
+            raise PreconditionFailed(
+                current,
+                f"precondition failed: {collection}/{key} {shown}, not {if_match}",
+            )
 
     def sync(self, seq: int | None = None) -> None:
         """Make journaled writes up to `seq` durable (fdatasync, shared between callers)."""
@@ -313,29 +434,71 @@ class HybridStorage:
         raw = self.get_json(collection, key)
         return default if raw is None else orjson.loads(raw)
 
-    def delete(self, collection: str, key: str, wait: bool = True) -> bool:
-        """Remove a record everywhere it may travel. False when it did not exist."""
-        self.check_names(collection, key)
-        now = self.clock()
-        held = self.memory.entry(collection, key)
-        if held is None:
-            return False
-        self._write_through(Change(collection, key, None, held.cls.value, now), held.cls)
-        with self.memory.lock:
+    def get_json_versioned(self, collection: str, key: str) -> tuple[bytes, int] | None:
+        """(JSON bytes, version) read together, or None: the pair a conditional write needs."""
+        while True:
             entry = self.memory.entry(collection, key)
             if entry is None:
+                self._counters.misses += 1
+                return None
+            raw = self.get_json(collection, key)
+            # A write between the two reads replaced the entry: read the pair again.
+            if raw is not None and self.memory.entry(collection, key) is entry:
+                return raw, entry.version
+
+    def get_versioned(self, collection: str, key: str) -> tuple[Any, int] | None:
+        """(value, version), or None when the record is absent."""
+        found = self.get_json_versioned(collection, key)
+        return None if found is None else (orjson.loads(found[0]), found[1])
+
+    def current_version(self, collection: str, key: str) -> int | None:
+        """The stored version, or None when the record is absent."""
+        entry = self.memory.entry(collection, key)
+        return None if entry is None else entry.version
+
+    def delete(
+        self, collection: str, key: str, wait: bool = True, *, if_match: int | None = None
+    ) -> bool:
+        """Remove a record everywhere it may travel. False when it did not exist. With
+        `if_match`, only if the stored version is that one (else PreconditionFailed, also
+        when the record is absent)."""
+        self.check_names(collection, key)
+        memory = self.memory
+        with memory.lock:
+            entry = memory.entry(collection, key)
+            if if_match is not None:
+                self._check_precondition(collection, key, entry, if_match, False)
+            if entry is None:
                 return False
-            seq = 0
-            if self.routes.journaled(entry.cls):
-                try:
-                    seq = self.journal.append(collection, key, entry.cls.value, None, now)
-                except JournalWriteError as exc:
-                    raise StorageFull(f"delete refused, nothing changed: {exc}") from None
-            self.memory.remove_entry(collection, key, entry.cls, now)
-            self._counters.deletes += 1
-        if wait and entry.cls.waits_for_sync:
+            cls = entry.cls
+            now = self._next_version(entry) / 1_000_000
+            change = Change(collection, key, None, cls.value, now)
+            done = if_match is not None or not self._writes_through(cls)
+            if done:
+                self._write_through(change, cls)
+                seq = self._apply_delete(collection, key, entry, now)
+        if not done:
+            self._write_through(change, cls)
+            with memory.lock:
+                entry = memory.entry(collection, key)
+                if entry is None or entry.mtime > now:
+                    return True  # deleted through; a newer write (or delete) landed meanwhile
+                seq = self._apply_delete(collection, key, entry, now)
+        if wait and cls.waits_for_sync:
             self.sync(seq)
         return True
+
+    def _apply_delete(self, collection: str, key: str, entry: Entry, now: float) -> int:
+        """Journal and remove (caller holds the lock); the journal sequence number."""
+        seq = 0
+        if self.routes.journaled(entry.cls):
+            try:
+                seq = self.journal.append(collection, key, entry.cls.value, None, now)
+            except JournalWriteError as exc:
+                raise StorageFull(f"delete refused, nothing changed: {exc}") from None
+        self.memory.remove_entry(collection, key, entry.cls, now)
+        self._counters.deletes += 1
+        return seq
 
     def list_records(
         self, collection: str, prefix: str = "", limit: int = 1000
@@ -494,6 +657,11 @@ class HybridStorage:
         if not self.replicas:
             return 0
         return self.journal.drop_through(min(r.covered for r in self.replicas))
+
+    def _writes_through(self, cls: PersistenceClass) -> bool:
+        """True when a write of this class must reach a tier before it is acknowledged."""
+        mask = self.routes.mask(cls)
+        return any(mask & r.bit and r.writes_through(cls) for r in self.replicas)
 
     def _write_through(self, change: Change, cls: PersistenceClass) -> int:
         """Reach the tiers that must hold a write before it is acknowledged (Unavailable:

@@ -105,7 +105,7 @@ class FilesReplica:
             for collection, override, items in plans:
                 name = files.file_name(collection, override)
                 pairs, kept = self._values_for_rewrite(name, items)
-                staged = files.stage(name, pairs)
+                staged = files.stage(name, pairs, [entry.version for _, entry in kept])
                 try:
                     self._install(collection, staged, kept)
                 except OSError:
@@ -202,9 +202,12 @@ class FilesReplica:
                 if not _known_collection(collection):
                     continue
                 cls = PersistenceClass(cls_name) if cls_name else config.class_of(collection)
+                versions = self.backend.take_versions(self.backend.file_name(collection, cls_name))
                 if routes.mask(cls) & self.bit:
                     pending = routes.owed_after_restore(cls, self.name) | self.bit
-                    if memory.bulk_insert(collection, records, cls, loaded_at, pending, True):
+                    if memory.bulk_insert(
+                        collection, records, cls, loaded_at, pending, True, versions
+                    ):
                         self.ctx.note_bulk(collection, cls, pending)
         return self.name if self.backend.present else None
 

@@ -54,6 +54,8 @@ class GitReplica:
         self.ctx = ctx
         self.bit = bit
         self.upstream = upstream
+        # The warm files' version sidecars: a snapshot of the same content keeps its versions.
+        self._sidecars = FilesTier(ctx.root, clock=ctx.clock)
         cfg = ctx.config.git
         self.backend = GitTier(
             cfg.path,
@@ -420,7 +422,10 @@ class GitReplica:
                         continue
                     cls = self._class_of_file(*names)
                     owed = routes.owed_after_restore(cls, self.name)
-                    if memory.bulk_insert(names[0], lines, cls, snapshot_at, owed, False):
+                    versions = self._sidecars.versions_of_content(name, blob, len(lines))
+                    if memory.bulk_insert(
+                        names[0], lines, cls, snapshot_at, owed, False, versions
+                    ):
                         self.ctx.note_bulk(names[0], cls, owed)
             for rec in changes:
                 if since is not None and rec.mtime <= since:
