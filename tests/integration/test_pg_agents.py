@@ -602,9 +602,13 @@ def test_status_and_metrics_show_lag_backlog_and_last_error(
         server.start()
     wait_for(lambda: pg_status(client)["backlog"] == 0, RECOVER, 0.1, "caught up")
     assert {f"queued-{i}" for i in range(5)} <= {k for _, k in db.live()}
-    metrics = client.request("GET", "/metrics").body.decode()
+    # Up again once the listener is back too (its reconnect backs off up to 5 s).
+    def metrics_when_up() -> str | None:
+        text = client.request("GET", "/metrics").body.decode()
+        return text if _metric(text, "postgres up") == 1 else None
+
+    metrics = wait_for(metrics_when_up, RECOVER, 0.1, "spine_postgres_up back to 1")
     assert _metric(metrics, "postgres backlog") == 0
-    assert _metric(metrics, "postgres up") == 1
     shown = [str(client.status()), metrics, agent.stdout(), agent.stderr()]
     assert not any(password in text for text in shown), "the password leaked"
     client.close()
