@@ -53,6 +53,7 @@ SESSION = "sessions"
 RESTORE_RECORDS = 100_000
 INVALIDATION_SAMPLES = 300
 CONTENTION_WRITERS = 8
+POLL_PAUSE = 0.001  # between B's GETs in the invalidation row (0: B saturated by reads)
 DIRECT_TABLE = """CREATE TABLE IF NOT EXISTS bench_records (
     collection text NOT NULL, key text NOT NULL, value json NOT NULL,
     version bigint NOT NULL, mtime double precision NOT NULL, PRIMARY KEY (collection, key))"""
@@ -218,7 +219,12 @@ def settle(socket_path: Path, timeout: float = 120.0) -> float:
 
 
 # -- invalidation ---------------------------------------------------------------------------
-def run_invalidation(server: Server, root: Path, samples: int) -> dict[str, Any]:
+def run_invalidation(
+    server: Server, root: Path, samples: int, poll_pause: float = POLL_PAUSE
+) -> dict[str, Any]:
+    """A PUT acknowledged by A until B serves it. B is polled every `poll_pause` seconds; with
+    no pause the poll loop keeps B's event loop busy, and B's listener thread waits for the
+    GIL behind it: that is the delay on an agent saturated by reads."""
     database = server.cluster.create_database(ROLE)
     section = _yaml_section(server.section(database, write="sync"))
     with AgentDaemon(root / "inv-a", "a", section) as a, AgentDaemon(
@@ -243,6 +249,8 @@ def run_invalidation(server: Server, root: Path, samples: int) -> dict[str, Any]
                     break
                 if time.perf_counter() > deadline:
                     raise RuntimeError(f"B never served sample {i}: {got.status}")
+                if poll_pause:
+                    time.sleep(poll_pause)
             if i >= 5:
                 delays.append((time.perf_counter() - acked) * 1000)
                 polls.append(n)
@@ -251,6 +259,7 @@ def run_invalidation(server: Server, root: Path, samples: int) -> dict[str, Any]
         reader.close()
     delays.sort()
     return {
+        "poll_pause_ms": poll_pause * 1000,
         "samples": len(delays),
         "p50_ms": round(_pct(delays, 0.50), 2),
         "p99_ms": round(_pct(delays, 0.99), 2),
@@ -422,6 +431,9 @@ def run_pg(root: Path, quick: bool, repeats: int) -> dict[str, Any]:
             "invalidation": lambda: run_invalidation(
                 server, root, 50 if quick else INVALIDATION_SAMPLES
             ),
+            "invalidation_saturated": lambda: run_invalidation(
+                server, root, 50 if quick else INVALIDATION_SAMPLES, poll_pause=0.0
+            ),
             "restore": lambda: run_restore(
                 server, root, 10_000 if quick else RESTORE_RECORDS, 1 if quick else repeats
             ),
@@ -458,6 +470,9 @@ def evaluate_pg(pg: dict[str, Any]) -> list[dict[str, Any]]:
     sync = _find(pg["put"], "agent + postgres sync", 8)["ops_s"]
     direct = _find(pg["put"], "psycopg direct", 8)["ops_s"]
     inv, restore = pg["invalidation"], pg["restore"]
+    busy = pg.get("invalidation_saturated", {})
+    saturated = (f"p99 {busy['p99_ms']:.1f} ms" if "p99_ms" in busy
+                 else busy.get("error", "not run"))
     return [
         {
             "target": "postgres sync PUT at 8 clients >= 0.7x direct psycopg upsert",
@@ -466,7 +481,8 @@ def evaluate_pg(pg: dict[str, Any]) -> list[dict[str, Any]]:
         },
         {
             "target": "cross-agent invalidation p99 <= 50 ms",
-            "figure": f"p50 {inv['p50_ms']:.1f} ms, p99 {inv['p99_ms']:.1f} ms",
+            "figure": f"p50 {inv['p50_ms']:.1f} ms, p99 {inv['p99_ms']:.1f} ms "
+            f"(B saturated by reads: {saturated})",
             "met": inv["p99_ms"] <= 50,
         },
         {
@@ -495,14 +511,17 @@ def markdown_pg(pg: dict[str, Any]) -> str:
             add(f"| {r['system']} | {r['label']} | {r['clients']} | {r['ops_s']:,.0f} "
                 f"| {r['p50_us']:,.0f} | {r['p99_us']:,.0f} | {'-' if cpu is None else cpu} |")
     add("")
-    inv, rs, ct = pg["invalidation"], pg["restore"], pg["contention"]
-    if "error" in inv:
-        add(f"Cross-agent invalidation failed: {inv['error']}")
-    else:
-        add(f"Cross-agent invalidation (PUT acknowledged by A until B serves it, "
-            f"{inv['samples']} samples): p50 {inv['p50_ms']:.1f} ms, p99 {inv['p99_ms']:.1f} ms, "
-            f"max {inv['max_ms']:.1f} ms.")
-    add("")
+    rs, ct = pg["restore"], pg["contention"]
+    for name, what in (("invalidation", "B polled every 1 ms"),
+                       ("invalidation_saturated", "B polled without pause, saturated by reads")):
+        inv = pg.get(name, {"error": "not run"})
+        if "error" in inv:
+            add(f"Cross-agent invalidation ({what}) failed: {inv['error']}")
+        else:
+            add(f"Cross-agent invalidation, a PUT acknowledged by A until B serves it ({what}, "
+                f"{inv['samples']} samples): p50 {inv['p50_ms']:.1f} ms, "
+                f"p99 {inv['p99_ms']:.1f} ms, max {inv['max_ms']:.1f} ms.")
+        add("")
     if "error" in rs:
         add(f"Restore failed: {rs['error']}")
     else:
