@@ -266,7 +266,7 @@ class RecordsEndpoint:
                 raise ValueTooLarge(f"value is over {limit} bytes (max_value_size)")
             chunks.append(chunk)
             more = message.get("more_body", False)
-        put = functools.partial(
+        write = functools.partial(
             self.storage.put_json_versioned,
             collection,
             key,
@@ -276,12 +276,12 @@ class RecordsEndpoint:
             if_match=conditions.if_match,
             if_absent=conditions.if_absent,
         )
-        if self.storage.writes_through(pclass):
-            # It waits for a PostgreSQL commit: off the event loop, so other requests go on
-            # and concurrent writers share the tier's group commit.
-            seq, version = await asyncio.to_thread(put)
+        if self.storage.blocks_on_a_tier(pclass, conditions.any):
+            # PostgreSQL's round trip off the event loop: other requests (and the tier's
+            # group commit, which needs several writers at once) go on meanwhile.
+            seq, version = await asyncio.to_thread(write)
         else:
-            seq, version = put()
+            seq, version = write()
         if pclass is PersistenceClass.CRITICAL:
             await self.group.wait(seq)
         body = {"ok": True, "collection": collection, "key": key, "class": pclass.value}
@@ -294,7 +294,8 @@ class RecordsEndpoint:
         delete = functools.partial(
             self.storage.delete, collection, key, wait=False, if_match=conditions.if_match
         )
-        if self.storage.writes_through():
+        cls = self.storage.resolve_class(collection, None)
+        if self.storage.blocks_on_a_tier(cls, conditions.any):
             deleted = await asyncio.to_thread(delete)
         else:
             deleted = delete()

@@ -138,11 +138,11 @@ class HybridStorage:
         for replica in self.replicas:
             replica.open()
         self.restored_from, replayed = restoring.restore(self.replicas, self.memory, self.journal)
-        self._seed_write_clock()
         if self._journal_full():
             self.checkpoint()
         for replica in self.replicas:
             replica.ready(self.restored_from)
+        self._seed_write_clock()
         self._open = True
         log.info(
             "storage ready",
@@ -218,12 +218,6 @@ class HybridStorage:
             return PersistenceClass.parse(cls)
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
-
-    def writes_through(self, cls: PersistenceClass | None = None) -> bool:
-        """True when a write of `cls` (None: of any class) waits for a remote tier before it
-        is acknowledged: an event loop must then call put/delete from a worker thread."""
-        classes = list(PersistenceClass) if cls is None else [cls]
-        return any(r.writes_through(c) for r in self.replicas for c in classes)
 
     def put(
         self,
@@ -304,25 +298,36 @@ class HybridStorage:
         conditional = if_match is not None or if_absent
         memory = self.memory
         change = Change(collection, key, raw, pclass.value, 0.0)
+        arbiter = self._arbiter(pclass) if conditional else None
+        through = arbiter is not None or self._writes_through(pclass)
         seq: int | None = None
         with memory.lock:
             old = memory.entry(collection, key)
-            if conditional:
+            if conditional and arbiter is None:
                 self._check_precondition(collection, key, old, if_match, if_absent)
             version = self._next_version(old)
             now = version / 1_000_000
             change = replace(change, mtime=now)
-            if conditional or not self._writes_through(pclass):
+            if not through:
                 # Decided and written under the lock: no other write interleaves.
-                mask = self._write_through(change, pclass)
-                seq = self._apply_put(collection, key, raw, pclass, now, mask, old)
+                seq = self._apply_put(
+                    collection, key, raw, pclass, now, self.routes.mask(pclass), old
+                )
         if seq is None:
-            # A tier to reach before the ack (postgres, sync): not under the lock, so writes
-            # of other keys go on meanwhile.
-            mask = self._write_through(change, pclass)
+            # A tier decides or must hold the write before the ack (postgres): not under the
+            # lock, so writes of other keys go on meanwhile. The record takes the version
+            # that tier settled on.
+            if arbiter is not None:
+                version = arbiter.write_conditional(change, if_match, if_absent)
+                mask = self.routes.mask(pclass) & ~arbiter.bit
+            else:
+                mask, settled = self._write_through(change, pclass)
+                version = settled or version
+            now = version / 1_000_000
             with memory.lock:
+                self._observe_version(version)
                 old = memory.entry(collection, key)
-                if old is not None and old.mtime > now:
+                if old is not None and old.version > version:
                     return 0, version  # written through; a newer write has landed meanwhile
                 seq = self._apply_put(collection, key, raw, pclass, now, mask, old)
         tombstoned_durable = seq < 0
@@ -466,22 +471,33 @@ class HybridStorage:
         memory = self.memory
         with memory.lock:
             entry = memory.entry(collection, key)
+            arbiter = None
             if if_match is not None:
-                self._check_precondition(collection, key, entry, if_match, False)
-            if entry is None:
+                cls = entry.cls if entry is not None else self.config.class_of(collection)
+                arbiter = self._arbiter(cls)
+                if arbiter is None:
+                    self._check_precondition(collection, key, entry, if_match, False)
+            if entry is None and arbiter is None:
                 return False
-            cls = entry.cls
-            now = self._next_version(entry) / 1_000_000
-            change = Change(collection, key, None, cls.value, now)
-            done = if_match is not None or not self._writes_through(cls)
-            if done:
-                self._write_through(change, cls)
-                seq = self._apply_delete(collection, key, entry, now)
-        if not done:
-            self._write_through(change, cls)
+            if entry is not None:
+                cls = entry.cls
+            version = self._next_version(entry)
+            change = Change(collection, key, None, cls.value, version / 1_000_000)
+            through = arbiter is not None or self._writes_through(cls)
+            if not through:
+                assert entry is not None
+                seq = self._apply_delete(collection, key, entry, change.mtime)
+        if through:
+            if arbiter is not None:
+                assert if_match is not None
+                version = arbiter.write_conditional(change, if_match, False)
+            else:
+                version = self._write_through(change, cls)[1] or version
+            now = version / 1_000_000
             with memory.lock:
+                self._observe_version(version)
                 entry = memory.entry(collection, key)
-                if entry is None or entry.mtime > now:
+                if entry is None or entry.version > version:
                     return True  # deleted through; a newer write (or delete) landed meanwhile
                 seq = self._apply_delete(collection, key, entry, now)
         if wait and cls.waits_for_sync:
@@ -663,15 +679,39 @@ class HybridStorage:
         mask = self.routes.mask(cls)
         return any(mask & r.bit and r.writes_through(cls) for r in self.replicas)
 
-    def _write_through(self, change: Change, cls: PersistenceClass) -> int:
+    def _write_through(self, change: Change, cls: PersistenceClass) -> tuple[int, int | None]:
         """Reach the tiers that must hold a write before it is acknowledged (Unavailable:
-        nothing written); the route's mask less those tiers, whose bits are never pending."""
+        nothing written): the route's mask less those tiers, whose bits are never pending,
+        and the version they settled on (None when none keeps versions)."""
         mask = self.routes.mask(cls)
+        settled: int | None = None
         for replica in self.replicas:
             if mask & replica.bit and replica.writes_through(cls):
-                replica.write_through(change)
+                version = replica.write_through(change)
+                if version is not None:
+                    settled = max(settled or 0, version)
                 mask &= ~replica.bit
-        return mask
+        return mask, settled
+
+    def _arbiter(self, cls: PersistenceClass) -> Replica | None:
+        """The tier that decides conditional writes of this class (postgres when routed), or
+        None: the local store decides, under its lock."""
+        mask = self.routes.mask(cls)
+        for replica in self.replicas:
+            if mask & replica.bit and replica.decides_conditions(cls):
+                return replica
+        return None
+
+    def blocks_on_a_tier(self, cls: PersistenceClass, conditional: bool) -> bool:
+        """True when a write waits for a remote tier (postgres): the API runs it off the event
+        loop so that other requests, and the tier's group commit, go on meanwhile."""
+        return self._writes_through(cls) or (conditional and self._arbiter(cls) is not None)
+
+    def _observe_version(self, version: int) -> None:
+        """A tier settled on `version` (caller holds the lock): the write clock moves past it,
+        so this agent's next write is newer."""
+        if version > self._last_version:
+            self._last_version = version
 
     # == the memory store's notices, dispatched by pending bit =============================
     def _note_put(self, collection: str, key: str, entry: Entry, now: float) -> None:

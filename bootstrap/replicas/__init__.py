@@ -5,7 +5,10 @@ every replica through the same verbs and never by name:
 
 - `note_put`/`note_delete`/`note_bulk`: the memory store queued work for this tier;
 - `writes_through(cls)` / `write_through(change)`: a tier the put path must reach before the
-  ack (postgres in sync mode); its bit is never pending;
+  ack (postgres in sync mode); its bit is never pending; it returns the version the tier
+  settled on (the record's ETag), or None when the tier keeps no versions;
+- `decides_conditions(cls)` / `write_conditional(change, if_match, if_absent)`: the tier that
+  decides conditional writes of a class (postgres, whatever its mode), else the local store;
 - `ship(report, compact)`: write what is pending (files: changed warm files; git: a commit),
   then `covered` names the last journal segment the backend holds;
 - `publish(deadline)`: make it visible beyond this host (git: push) within a deadline;
@@ -92,7 +95,13 @@ class Replica(Protocol):
 
     def writes_through(self, cls: PersistenceClass) -> bool: ...
 
-    def write_through(self, change: Change) -> None: ...
+    def write_through(self, change: Change) -> int | None: ...
+
+    def decides_conditions(self, cls: PersistenceClass) -> bool: ...
+
+    def write_conditional(
+        self, change: Change, if_match: int | None, if_absent: bool
+    ) -> int: ...
 
     def ship(self, report: PassReport, compact: bool = True) -> dict[str, Any]: ...
 

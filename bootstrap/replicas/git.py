@@ -112,8 +112,14 @@ class GitReplica:
     def writes_through(self, cls: PersistenceClass) -> bool:
         return False
 
-    def write_through(self, change: Change) -> None:
+    def write_through(self, change: Change) -> int | None:
         raise NotImplementedError("this tier is written by its pass, never on the put path")
+
+    def decides_conditions(self, cls: PersistenceClass) -> bool:
+        return False
+
+    def write_conditional(self, change: Change, if_match: int | None, if_absent: bool) -> int:
+        raise NotImplementedError("the local store decides conditional writes, not this tier")
 
     def pending_work(self) -> bool:
         return bool(self._pending or self._deletes)

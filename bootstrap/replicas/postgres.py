@@ -7,10 +7,19 @@
   bits are shipped in batches by a background thread within `max_lag`, at every pass that
   finds it due, and at shutdown. PostgreSQL unreachable: reads and writes go on, the backlog
   grows and is shipped when it comes back.
+- Conditional writes (If-Match, If-None-Match: *) of a class routed here are decided by
+  PostgreSQL, synchronously, whatever the mode (`write_conditional`): unreachable means 503 and
+  nothing written; a lost precondition brings the stored row back, so the next read is fresh.
+- Versions: the agent's write-clock version goes with each change; PostgreSQL stores
+  GREATEST(incoming, stored + 1), and in sync mode and for conditional writes that settled
+  version is the one the agent keeps and serves as the ETag.
 - Other agents' writes arrive through the backend's LISTEN/NOTIFY listener (resynced from an
-  xid8 cursor after every reconnect) and are taken newest-wins by mtime; a tombstone removes.
+  xid8 cursor after every reconnect) and are taken newest-wins by version; a tombstone removes.
 - Restore: an empty disk starts from the database (one COPY); otherwise every row newer than
   the local copy is taken, so a delete made elsewhere does not come back from warm files.
+- PostgreSQL away at start: the agent serves from its own tiers, and a connector thread
+  retries with backoff; once it is back the agent takes every newer row (as a restore would)
+  and starts the listener from that read's mark.
 """
 
 from __future__ import annotations
@@ -22,16 +31,19 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
-from ..errors import BadRequest, Unavailable
+from ..errors import BadRequest
 from ..errors import ValueTooLarge as TooLarge
-from ..records import Change, Entry, PersistenceClass
+from ..memory import bulk_load
+from ..records import Change, Entry, PersistenceClass, version_of
 from ..tiers import TierUnavailable
-from ..tiers.postgres import PostgresTier, ValueTooLarge
+from ..tiers.postgres import PostgresTier, PreconditionFailed, ValueTooLarge
 from . import Context, PassReport
 
 log = logging.getLogger("spine.postgres")
 
 BATCH = 5000  # changes per shipped statement
+RECONNECT_FIRST = 0.05  # the connector's backoff while PostgreSQL is away at start
+RECONNECT_MAX = 2.0
 
 
 class PostgresReplica:
@@ -65,8 +77,12 @@ class PostgresReplica:
         self._in_flight_since: float | None = None
         self._applying = False  # taking others' changes: they are not ours to ship back
         self._ship_lock = threading.Lock()
+        self._open_lock = threading.Lock()
         self._stop = threading.Event()
         self._mark: int | None = None
+        self._following = False  # the listener runs (it reconnects by itself from then on)
+        self._restored: list[Change] = []  # read at restore, taken once the journal is in
+        self._connector: threading.Thread | None = None
 
     # -- connection ------------------------------------------------------------------------
     def open(self) -> None:
@@ -77,14 +93,23 @@ class PostgresReplica:
     def _try_open(self) -> bool:
         if self._opened:
             return True
-        try:
-            self._mark = self.backend.open()
-        except TierUnavailable as exc:
-            self.last_error = str(exc)
-            log.warning("postgres unreachable; will retry", extra={"error": self.last_error})
-            return False
-        self._opened = True
-        return True
+        with self._open_lock:
+            if self._opened:
+                return True
+            if self._stop.is_set():
+                return False
+            try:
+                self._mark = self.backend.open()
+            except TierUnavailable as exc:
+                self.last_error = str(exc)
+                log.warning("postgres unreachable; will retry", extra={"error": self.last_error})
+                return False
+            except Exception as exc:  # a refusal after start: keep serving, keep reporting
+                self.last_error = str(exc)
+                log.error("postgres refused the agent", extra={"error": self.last_error})
+                return False
+            self._opened = True
+            return True
 
     @property
     def sync(self) -> bool:
@@ -94,21 +119,61 @@ class PostgresReplica:
     def writes_through(self, cls: PersistenceClass) -> bool:
         return self.sync and bool(self.ctx.routes.mask(cls) & self.bit)
 
-    def write_through(self, change: Change) -> None:
-        """Commit one change in PostgreSQL before the write is acknowledged."""
-        if not self._try_open():
-            raise Unavailable(f"postgres unreachable, nothing written: {self.last_error}")
+    def write_through(self, change: Change) -> int:
+        """Commit one change in PostgreSQL before the write is acknowledged; the version
+        PostgreSQL settled on."""
+        self._require_open()
         try:
-            self.backend.submit(change)
+            version = self.backend.submit(change)
         except TierUnavailable as exc:
             self.last_error = str(exc)
-            raise Unavailable(f"postgres unreachable, nothing written: {exc}") from None
+            raise TierUnavailable(f"postgres unreachable, nothing written: {exc}") from None
         except ValueTooLarge as exc:
             raise TooLarge(str(exc)) from None
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
         self.last_error = None
         self.commits += 1
+        return version
+
+    # -- conditional writes (any mode) --------------------------------------------------------
+    def decides_conditions(self, cls: PersistenceClass) -> bool:
+        return bool(self.ctx.routes.mask(cls) & self.bit)
+
+    def write_conditional(self, change: Change, if_match: int | None, if_absent: bool) -> int:
+        """Decide and write in PostgreSQL: the settled version, or PreconditionFailed (the
+        stored row is taken first, newest wins, so a read that follows is fresh), or
+        TierUnavailable (503: nothing written)."""
+        self._require_open()
+        ident = (change.collection, change.key)
+        if ident in self._pending or ident in self._deletes:
+            # async: this agent's own newer write of the key goes first, so the version the
+            # writer read here is the one PostgreSQL compares.
+            self.ship(PassReport())
+            if ident in self._pending or ident in self._deletes:
+                raise TierUnavailable(
+                    f"postgres unreachable, nothing written: {self.last_error or 'backlog kept'}"
+                )
+        try:
+            version = self.backend.write_conditional(change, if_match=if_match, if_absent=if_absent)
+        except PreconditionFailed as failed:
+            if failed.current is not None:
+                self.take([failed.current])
+            raise
+        except TierUnavailable as exc:
+            self.last_error = str(exc)
+            raise TierUnavailable(f"postgres unreachable, nothing written: {exc}") from None
+        except ValueTooLarge as exc:
+            raise TooLarge(str(exc)) from None
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        self.last_error = None
+        self.commits += 1
+        return version
+
+    def _require_open(self) -> None:
+        if not self._try_open():
+            raise TierUnavailable(f"postgres unreachable, nothing written: {self.last_error}")
 
     # -- queued work (async) -----------------------------------------------------------------
     def note_put(self, collection: str, key: str, entry: Entry, now: float) -> None:
@@ -239,28 +304,29 @@ class PostgresReplica:
 
     # -- others' changes ---------------------------------------------------------------------
     def take(self, changes: Iterable[Change]) -> int:
-        """Newest wins by mtime against what memory holds; owed to the tiers before this one
-        (the warm files), not journaled: PostgreSQL itself holds them."""
+        """Newest wins by version against what memory holds; owed to the tiers before this one
+        (the warm files), not journaled: PostgreSQL itself holds them. A record takes the
+        version PostgreSQL holds (its mtime is that version's seconds)."""
         memory, routes = self.ctx.memory, self.ctx.routes
         taken = 0
         with memory.lock:
             self._applying = True
             try:
                 for change in changes:
+                    version = change.version or version_of(change.mtime)
                     local = memory.entry(change.collection, change.key)
-                    if local is not None and local.mtime >= change.mtime:
+                    if local is not None and local.version >= version:
                         continue
+                    mtime = version / 1_000_000
                     cls = PersistenceClass(change.cls)
                     if change.value is None:
                         if local is not None:
-                            memory.remove_entry(
-                                change.collection, change.key, local.cls, change.mtime
-                            )
+                            memory.remove_entry(change.collection, change.key, local.cls, mtime)
                             taken += 1
                         continue
                     owed = routes.owed_after_restore(cls, self.name)
-                    entry = Entry(change.value, cls, change.mtime, owed)
-                    memory.set_entry(change.collection, change.key, entry, change.mtime)
+                    entry = Entry(change.value, cls, mtime, owed)
+                    memory.set_entry(change.collection, change.key, entry, mtime)
                     taken += 1
             finally:
                 self._applying = False
@@ -274,33 +340,76 @@ class PostgresReplica:
 
     # -- restore -----------------------------------------------------------------------------
     def restore_all(self) -> str | None:
-        """An empty disk: every row of the database (one COPY), tombstones left out."""
+        """An empty disk: every row of the database (one COPY), tombstones left out. Taken in
+        `ready`, after the journal replay (see restore_newer)."""
         if not self._opened:
             return None
         reader = self.backend.read(None)
-        rows = list(reader)
+        self._restored = list(reader)
         self._mark = reader.mark
-        if not rows:
-            return None
-        self.take(rows)
-        return self.name
+        return self.name if any(c.value is not None for c in self._restored) else None
 
     def restore_newer(self, since: float, lost: list[str]) -> None:
-        """A local copy was restored: take every row newer than it (deletes included)."""
+        """A local copy was restored: every row newer than it (deletes included) is taken in
+        `ready`, after the journal replay, newest wins by version: a replayed journal line
+        older than what another agent wrote since must not stand over it."""
         if not self._opened:
             return
         reader = self.backend.read(None)
-        rows = list(reader)
+        self._restored = list(reader)
         self._mark = reader.mark
-        self.take(rows)
 
     def restore_mark(self) -> tuple[float | None, list[str]]:
         return None, []
 
     def ready(self, restored_from: str) -> None:
-        """Start taking other agents' changes from the restore's mark on."""
+        """Start taking other agents' changes from the restore's mark on; with PostgreSQL
+        away, start the connector that does it once it is back."""
+        restored, self._restored = self._restored, []
+        if restored:
+            with bulk_load():
+                self.take(restored)
         if self._opened and self._mark is not None:
-            self.backend.listen(self._on_changes, since=self._mark)
+            self._listen(self._mark)
+            return
+        self._connector = threading.Thread(
+            target=self._connect_loop, name="pg-connector", daemon=True
+        )
+        self._connector.start()
+
+    def _listen(self, mark: int) -> None:
+        self.backend.listen(self._on_changes, since=mark)
+        self._following = True
+
+    def _connect_loop(self) -> None:
+        """Retry until PostgreSQL answers; then catch up as a restore would (every row newer
+        than ours) and start the listener from that read's mark: nothing written meanwhile by
+        another agent is missed."""
+        backoff = RECONNECT_FIRST
+        while not self._stop.wait(backoff):
+            backoff = min(backoff * 2, RECONNECT_MAX)
+            if not self._try_open():
+                continue
+            try:
+                reader = self.backend.read(None)
+                self.take(list(reader))
+                if self._stop.is_set():
+                    return
+                self._listen(reader.mark)
+            except Exception as exc:  # away again, or closing: try again
+                self.last_error = str(exc)
+                continue
+            log.info("postgres reachable again; following other agents' changes")
+            return
+
+    def wait_following(self, timeout: float) -> bool:
+        """True once other agents' changes are followed (tests, tools)."""
+        deadline = time.monotonic() + timeout
+        while not self._following:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
 
     # -- status ------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -325,6 +434,10 @@ class PostgresReplica:
 
     def close(self) -> None:
         self._stop.set()
-        with contextlib.suppress(Exception):
+        if self._connector is not None:
+            self._connector.join(timeout=10)
+            self._connector = None
+        with self._open_lock, contextlib.suppress(Exception):
             self.backend.close()
         self._opened = False
+        self._following = False

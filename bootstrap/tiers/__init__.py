@@ -19,6 +19,7 @@ import importlib
 from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar, Protocol
 
+from ..errors import Unavailable
 from ..records import Change
 
 # name -> "module:Replica factory". The order is the bit order when routes list several.
@@ -33,8 +34,9 @@ FOLLOWS: dict[str, str] = {"git": "files"}
 MEMORY_ONLY_CLASSES = ("cache",)
 
 
-class TierUnavailable(RuntimeError):
-    """The backend cannot be reached now; the caller keeps the work pending and retries."""
+class TierUnavailable(Unavailable):
+    """The backend cannot be reached now; the caller keeps the work pending and retries. The
+    storage's Unavailable: one that reaches the API is a 503 with its one line."""
 
 
 Mark = int | float

@@ -22,12 +22,17 @@ Agent = Callable[..., HybridStorage]
 def agent(pg_db: PgDatabase, tmp_path: Path) -> Iterator[Agent]:
     opened: list[HybridStorage] = []
 
-    def make(name: str, write: str = "async", **postgres: Any) -> HybridStorage:
+    def make(
+        name: str,
+        write: str = "async",
+        clock: Callable[[], float] = time.time,
+        **postgres: Any,
+    ) -> HybridStorage:
         section = pg_db.section(write=write, max_lag="20ms", **postgres)
         config = config_from_mapping(
             {"storage_path": str(tmp_path / name), "postgres": section}, base_dir=tmp_path
         )
-        storage = HybridStorage(config)
+        storage = HybridStorage(config, clock=clock)
         storage.initialize()
         opened.append(storage)
         return storage
