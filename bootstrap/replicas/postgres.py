@@ -88,9 +88,9 @@ class PostgresReplica:
     def open(self) -> None:
         """Connect and migrate. A refusal (wrong password, no database, no rights, TLS
         mismatch) is a ConfigError (exit 2); a server that is away is retried later."""
-        self._try_open()
+        self._try_open(at_start=True)
 
-    def _try_open(self) -> bool:
+    def _try_open(self, at_start: bool = False) -> bool:
         if self._opened:
             return True
         with self._open_lock:
@@ -105,6 +105,8 @@ class PostgresReplica:
                 log.warning("postgres unreachable; will retry", extra={"error": self.last_error})
                 return False
             except Exception as exc:  # a refusal after start: keep serving, keep reporting
+                if at_start:
+                    raise  # at start a refusal is the operator's to fix: exit 2, one line
                 self.last_error = str(exc)
                 log.error("postgres refused the agent", extra={"error": self.last_error})
                 return False
