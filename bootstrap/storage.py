@@ -497,7 +497,12 @@ class HybridStorage:
             with memory.lock:
                 self._observe_version(version)
                 entry = memory.entry(collection, key)
-                if entry is None or entry.version > version:
+                if entry is None:
+                    # Not held here (yet): the tiers still learn of the delete, so a copy of
+                    # the record on its way here (the listener) cannot bring it back.
+                    memory.remove_entry(collection, key, cls, now)
+                    return True
+                if entry.version > version:
                     return True  # deleted through; a newer write (or delete) landed meanwhile
                 seq = self._apply_delete(collection, key, entry, now)
         if wait and cls.waits_for_sync:

@@ -44,6 +44,10 @@ log = logging.getLogger("spine.postgres")
 BATCH = 5000  # changes per shipped statement
 RECONNECT_FIRST = 0.05  # the connector's backoff while PostgreSQL is away at start
 RECONNECT_MAX = 2.0
+# A local delete is remembered this long (and while it waits to be shipped): a row the
+# listener read just before the delete committed must not bring the record back here.
+TOMBSTONE_SECONDS = 60.0
+MAX_TOMBSTONES = 100_000
 
 
 class PostgresReplica:
@@ -82,6 +86,8 @@ class PostgresReplica:
         self._mark: int | None = None
         self._following = False  # the listener runs (it reconnects by itself from then on)
         self._restored: list[Change] = []  # read at restore, taken once the journal is in
+        # (collection, key) -> (version, monotonic time) of this agent's recent deletes
+        self._tombstones: dict[tuple[str, str], tuple[int, float]] = {}
         self._connector: threading.Thread | None = None
 
     # -- connection ------------------------------------------------------------------------
@@ -187,8 +193,11 @@ class PostgresReplica:
             self._oldest = now
 
     def note_delete(self, collection: str, key: str, cls: PersistenceClass, when: float) -> None:
-        if self._applying or self.sync:
-            return  # sync: the delete went through already
+        if self._applying:
+            return
+        self._remember_delete((collection, key), version_of(when))
+        if self.sync:
+            return  # the delete went through already
         self._deletes[(collection, key)] = (cls, when)
         if self._oldest is None:
             self._oldest = when
@@ -305,6 +314,27 @@ class PostgresReplica:
         return None
 
     # -- others' changes ---------------------------------------------------------------------
+    def _remember_delete(self, ident: tuple[str, str], version: int) -> None:
+        now = time.monotonic()
+        tombstones = self._tombstones
+        tombstones.pop(ident, None)
+        tombstones[ident] = (version, now)
+        while tombstones:
+            oldest = next(iter(tombstones))
+            fresh = now - tombstones[oldest][1] < TOMBSTONE_SECONDS
+            if fresh and len(tombstones) <= MAX_TOMBSTONES:
+                break
+            del tombstones[oldest]
+
+    def _deleted_here_since(self, ident: tuple[str, str], version: int) -> bool:
+        """True when this agent deleted the record at `version` or later (caller holds the
+        memory lock): an older row read before that delete committed loses to it."""
+        held = self._tombstones.get(ident)
+        if held is not None and held[0] >= version:
+            return True
+        pending = self._deletes.get(ident)
+        return pending is not None and version_of(pending[1]) >= version
+
     def take(self, changes: Iterable[Change]) -> int:
         """Newest wins by version against what memory holds; owed to the tiers before this one
         (the warm files), not journaled: PostgreSQL itself holds them. A record takes the
@@ -318,6 +348,10 @@ class PostgresReplica:
                     version = change.version or version_of(change.mtime)
                     local = memory.entry(change.collection, change.key)
                     if local is not None and local.version >= version:
+                        continue
+                    if local is None and self._deleted_here_since(
+                        (change.collection, change.key), version
+                    ):
                         continue
                     mtime = version / 1_000_000
                     cls = PersistenceClass(change.cls)
