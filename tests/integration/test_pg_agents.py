@@ -42,7 +42,7 @@ SEEN = 15.0  # longest wait for another agent to see a write (the target is 50 m
 RECOVER = 45.0  # longest wait for an agent to recover from a PostgreSQL restart by itself
 # How long PostgreSQL stays down. A sync write waits for a pooled connection (up to 5 s) before
 # its 503, so the sync outage outlasts that wait; async writes never wait for the server.
-OUTAGE = {"sync": 7.0, "async": 2.5}
+OUTAGE = {"sync": 8.0, "async": 2.5}
 STUCK = 4.0  # a reply slower than this while PostgreSQL is down waited for it (pool wait: 5 s)
 
 
