@@ -656,8 +656,8 @@ def test_two_agents_on_one_postgres_match_one_model(pg_db: PgDatabase, write: st
     run_state_machine_as_test(
         machine,
         settings=settings(
-            max_examples=int(os.environ.get("SPINE_PG_MODEL_EXAMPLES", "5")),
-            stateful_step_count=20,
+            max_examples=int(os.environ.get("SPINE_PG_MODEL_EXAMPLES", "4")),
+            stateful_step_count=18,
             deadline=None,
             database=None,
             suppress_health_check=list(HealthCheck),
