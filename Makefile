@@ -8,7 +8,7 @@ IMAGE_BASE ?=
 IMAGE_NAME ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup test lint unit lab lab-down plan bench agent wheel image bundle clean
+.PHONY: setup test lint unit lab lab-down plan bench bench-pg agent wheel image bundle clean
 
 setup:
 	@bash scripts/setup.sh
@@ -42,8 +42,13 @@ plan: setup bundle
 bundle: setup
 	$(PY) -m infra.bundle --out dist/super-spine-bundle.tar
 
+## Every benchmark in one run (the PostgreSQL rows included): bench/results/latest.{json,md}
 bench: setup
 	$(PY) -m bench.run
+
+## The PostgreSQL tier's rows alone: bench/results/pg-latest.{json,md}
+bench-pg: setup
+	$(PY) -m bench.pg
 
 ## Run the agent locally on the embedded default (./storage, backup in ./.storage-backup).
 agent: setup

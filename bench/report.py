@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .pg import evaluate_pg, markdown_pg
+
 
 def _f(value: float | None, digits: int = 1) -> str:
     if value is None:
@@ -146,6 +148,8 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         f"{_f(m['in_process_put']['delta_mb'])} MB)",
         "met": worst <= 100,
     })
+    if "postgres" in results:
+        targets += evaluate_pg(results["postgres"])
     return targets
 
 
@@ -259,6 +263,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"| {_f(m['in_process_put']['delta_mb'])} |")
     add(f"| redis-server, same 100k records | {_f(m['redis_100k_mb'])} |")
     add("")
+    if "postgres" in results:
+        add(markdown_pg(results["postgres"]))
     add("**Targets**")
     add("")
     add("| target | measured | |")

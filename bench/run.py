@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from . import backup, latency, restore, rss, throughput, tsclient
+from . import backup, latency, pg, restore, rss, throughput, tsclient
 from .common import loadavg, request_stop
 from .report import evaluate, markdown
 from .systems import start_systems
@@ -69,6 +69,7 @@ def run(quick: bool, keep: bool) -> dict[str, Any]:
         results["backup"] = backup.run_backup(tmp / "backup")
         results["restore"] = restore.run_restore(tmp / "backup", tmp / "restore")
         results["rss"] = rss.run_rss(tmp / "backup", tmp / "rss")
+        results["postgres"] = pg.run_pg(tmp / "pg", quick, repeats)
     finally:
         if keep:
             print(f"bench: kept {tmp}")

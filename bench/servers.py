@@ -83,8 +83,9 @@ class AgentDaemon(ManagedServer):
 
     stop_grace = 60.0
 
-    def __init__(self, root: Path, name: str = "agent") -> None:
+    def __init__(self, root: Path, name: str = "agent", extra_yaml: str = "") -> None:
         self.root = root
+        self.extra_yaml = extra_yaml  # more sections, e.g. `postgres:`
         self.socket = root / f"{name}.sock"
         self.config_file = root / f"{name}.yaml"
         self.log_file = root / f"{name}.log"
@@ -92,7 +93,8 @@ class AgentDaemon(ManagedServer):
         self.startup_s = 0.0
 
     def __enter__(self) -> AgentDaemon:
-        self.config_file.write_text(agent_config_yaml(self.root, self.socket))
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(agent_config_yaml(self.root, self.socket) + self.extra_yaml)
         log = open(self.log_file, "wb")  # the child keeps its own copy of the fd
         started = time.perf_counter()
         self.proc = subprocess.Popen(

@@ -76,6 +76,10 @@ class PostgresReplica:
         self._deletes: dict[tuple[str, str], tuple[PersistenceClass, float]] = {}
         self._oldest: float | None = None
         self._in_flight = False
+        # What a ship has taken out of the backlog but not yet written: still backlog for
+        # status (a ship blocked on a dead server must not read as "nothing pending").
+        self._in_flight_count = 0
+        self._in_flight_since: float | None = None
         self._applying = False  # taking others' changes: they are not ours to ship back
         self._ship_lock = threading.Lock()
         self._open_lock = threading.Lock()
@@ -91,9 +95,9 @@ class PostgresReplica:
     def open(self) -> None:
         """Connect and migrate. A refusal (wrong password, no database, no rights, TLS
         mismatch) is a ConfigError (exit 2); a server that is away is retried later."""
-        self._try_open()
+        self._try_open(at_start=True)
 
-    def _try_open(self) -> bool:
+    def _try_open(self, at_start: bool = False) -> bool:
         if self._opened:
             return True
         with self._open_lock:
@@ -108,6 +112,8 @@ class PostgresReplica:
                 log.warning("postgres unreachable; will retry", extra={"error": self.last_error})
                 return False
             except Exception as exc:  # a refusal after start: keep serving, keep reporting
+                if at_start:
+                    raise  # at start a refusal is the operator's to fix: exit 2, one line
                 self.last_error = str(exc)
                 log.error("postgres refused the agent", extra={"error": self.last_error})
                 return False
@@ -297,6 +303,8 @@ class PostgresReplica:
                 return {}
             finally:
                 self._in_flight = False
+                self._in_flight_count = 0
+                self._in_flight_since = None
             self.last_error = None
             self.last_ship_at = self.ctx.clock()
             self.shipped += len(changes)
@@ -310,7 +318,7 @@ class PostgresReplica:
         with memory.lock:
             pending, self._pending = self._pending, set()
             deletes, self._deletes = self._deletes, {}
-            self._oldest = None
+            since, self._oldest = self._oldest, None
             for collection, key in sorted(pending):
                 entry = memory.entry(collection, key)
                 if entry is None or not entry.pending & bit or entry.value is None:
@@ -322,6 +330,8 @@ class PostgresReplica:
             for (collection, key), (cls, when) in deletes.items():
                 changes.append(Change(collection, key, None, cls.value, when))
             self._in_flight = bool(changes)
+            self._in_flight_count = len(changes)
+            self._in_flight_since = since if changes else None
         return changes, touched
 
     def _requeue(self, touched: list[tuple[str, str, Entry]], changes: list[Change]) -> None:
@@ -488,13 +498,18 @@ class PostgresReplica:
     # -- status ------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         body = self.backend.status()
-        backlog = len(self._pending) + len(self._deletes)
-        oldest = self._oldest
+        backlog = len(self._pending) + len(self._deletes) + self._in_flight_count
+        oldest = min(
+            (t for t in (self._oldest, self._in_flight_since) if t is not None), default=None
+        )
         body.update(
             {
                 "backlog": backlog,
                 "lag_s": round(self.ctx.clock() - oldest, 3) if oldest is not None else 0.0,
-                "last_error": self.last_error or body.get("last_error"),
+                # The listener is the first to see the server go: its error counts too.
+                "last_error": self.last_error
+                or body.get("last_error")
+                or (body.get("listener") or {}).get("last_error"),
                 "last_ship_at": self.last_ship_at,
                 "shipped": self.shipped,
             }

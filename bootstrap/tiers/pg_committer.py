@@ -64,7 +64,7 @@ class GroupCommitter:
                     self._commit(batch)
                 finally:
                     self._turn.acquire()
-                    self._rounds = 0  # in flight; more than one lets the server group their fsyncs
+                    self._rounds -= 1
                     self._turn.notify_all()
         return future.result()
 

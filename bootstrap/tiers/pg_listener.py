@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 WAKE_INTERVAL = 0.2  # how often the idle loop checks for close()
 POLL_INTERVAL = 5.0  # resync even without a notification
+BURST_GRACE = 0.002  # gather a burst of notifications this long before one read
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 5.0
 
@@ -61,7 +62,9 @@ class Listener:
         self._pending_since: float | None = None
         self._down_since: float | None = time.monotonic()
         self.last_error: str | None = None
-        self.counts = {"notifications": 0, "resyncs": 0, "delivered": 0, "reconnects": 0}
+        self.counts = {
+            "notifications": 0, "own_skipped": 0, "resyncs": 0, "delivered": 0, "reconnects": 0
+        }
         self._thread = threading.Thread(target=self._run, name="pg-listener", daemon=True)
 
     def start(self) -> None:
@@ -113,13 +116,26 @@ class Listener:
         last_resync = time.monotonic()
         while not self._stop.is_set():
             heard = False
-            for _ in conn.notifies(timeout=WAKE_INTERVAL, stop_after=1):
-                heard = True
-                self.counts["notifications"] += 1
-                self._pending_since = self._pending_since or time.monotonic()
+            burst = [n.payload for n in conn.notifies(timeout=WAKE_INTERVAL, stop_after=1)]
+            if burst:
+                # A moment for the rest of the burst, and for this agent's own writers to
+                # note their txids (a notification can overtake the writer's reply); then
+                # one read for all of it, or none when every commit in it was this agent's.
+                time.sleep(BURST_GRACE)
+                burst += [n.payload for n in conn.notifies(timeout=0)]
+                self.counts["notifications"] += len(burst)
+                foreign = sum(not self._own_payload(p) for p in burst)
+                self.counts["own_skipped"] += len(burst) - foreign
+                if foreign:
+                    heard = True
+                    self._pending_since = self._pending_since or time.monotonic()
             if heard or time.monotonic() - last_resync >= self._poll_interval:
                 self._resync(conn)
                 last_resync = time.monotonic()
+
+    def _own_payload(self, payload: str) -> bool:
+        """The notification names a transaction of this agent (the payload is its xid8)."""
+        return payload.isdigit() and len(payload) <= 20 and self._is_own(int(payload))
 
     def _note_down(self, message: str) -> None:
         if self._connected.is_set() or self.last_error != message:
