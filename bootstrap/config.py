@@ -7,6 +7,7 @@ back to a default on a production VM.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import reprlib
 import socket
@@ -53,6 +54,7 @@ DEFAULTS: dict[str, Any] = {
     "api.max_header_bytes": "16KiB",
     "api.max_connections": 256,
     "api.idle_timeout": "5s",
+    "api.health_address": "127.0.0.1",
     "preemption.watch": "auto",
     "preemption.metadata_url": "http://metadata.google.internal/computeMetadata/v1",
 }
@@ -169,6 +171,10 @@ class ApiConfig:
     max_connections: int = DEFAULTS["api.max_connections"]  # beyond it: 503, then closed
     # seconds a connection may sit without a complete request head
     idle_timeout: int = int(_default_seconds("api.idle_timeout"))
+    # A TCP port that answers GET /v1/health and nothing else, without a token: for probes
+    # that cannot read a unix socket (Cloud Run's startup probe of the sidecar).
+    health_port: int | None = None
+    health_address: str = DEFAULTS["api.health_address"]
 
 
 @dataclass(frozen=True)
@@ -226,6 +232,8 @@ _SECTION_KEYS = {
         "max_header_bytes",
         "max_connections",
         "idle_timeout",
+        "health_port",
+        "health_address",
     },
     "preemption": {"watch", "metadata_url"},
 }
@@ -387,6 +395,10 @@ def _api_limits(api_raw: dict[str, Any], api: ApiConfig) -> ApiConfig:
     idle = _duration("api.idle_timeout", _given(api_raw, "api.idle_timeout"))
     if idle != int(idle):  # uvicorn's keep-alive time is whole seconds
         raise ConfigError("api.idle_timeout", api_raw.get("idle_timeout"), "must be whole seconds")
+    health_port = _port("api.health_port", api_raw.get("health_port"))
+    health_address = _ip_address("api.health_address", _given(api_raw, "api.health_address"))
+    if health_port is not None and health_port == api.tcp_port:
+        raise ConfigError("api.health_port", health_port, "must differ from api.tcp_port")
     if api.tcp_port is not None:
         if api.token_file is None:
             raise ConfigError(
@@ -394,8 +406,21 @@ def _api_limits(api_raw: dict[str, Any], api: ApiConfig) -> ApiConfig:
             )
         read_token_file(api.token_file)
     return replace(
-        api, max_header_bytes=header, max_connections=connections, idle_timeout=int(idle)
+        api,
+        max_header_bytes=header,
+        max_connections=connections,
+        idle_timeout=int(idle),
+        health_port=health_port,
+        health_address=health_address,
     )
+
+
+def _ip_address(key: str, value: Any) -> str:
+    """An IP literal to bind (no host names: resolving one at start may hang or change)."""
+    try:
+        return str(ipaddress.ip_address(str(value).strip()))
+    except ValueError:
+        raise ConfigError(key, value, "expected an IP address such as 127.0.0.1") from None
 
 
 def read_token_file(path: Path) -> bytes:
