@@ -54,6 +54,22 @@ class CloudRunServiceArgs:
     depends_on: Sequence[pulumi.Resource] = field(default_factory=list)
 
 
+# The sidecar agent's environment besides its DSN (tests/container's Cloud Run stand-in runs
+# the image with this same environment).
+AGENT_ENV: dict[str, str] = {
+    "SUPER_SPINE_STORAGE_PATH": DATA_DIR,
+    "SUPER_SPINE_API__SOCKET": SOCKET_PATH,
+    "SUPER_SPINE_API__HEALTH_PORT": str(AGENT_HEALTH_PORT),
+    "SUPER_SPINE_API__HEALTH_ADDRESS": "0.0.0.0",
+    "SUPER_SPINE_MEMORY_LIMIT": AGENT_MEMORY_LIMIT,
+    "SUPER_SPINE_STOP_BUDGET": AGENT_STOP_BUDGET,
+    "SUPER_SPINE_PREEMPTION__WATCH": "off",
+    "SUPER_SPINE_POSTGRES__AUTH": "iam",
+    "SUPER_SPINE_POSTGRES__WRITE": "sync",
+}
+DSN_ENV = "SUPER_SPINE_POSTGRES__DSN"
+
+
 def agent_dsn(socket_dir: str, database: str, user: str) -> str:
     """The agent's postgres.dsn on Cloud Run: the Cloud SQL volume's socket, no password."""
     return f"host={socket_dir} dbname={database} user={user}"
@@ -114,18 +130,7 @@ class CloudRunService(pulumi.ComponentResource):
         agent = gcp.cloudrunv2.ServiceTemplateContainerArgs(
             name="agent",
             image=svc.agent_image or "",
-            envs=[
-                _env("SUPER_SPINE_STORAGE_PATH", DATA_DIR),
-                _env("SUPER_SPINE_API__SOCKET", SOCKET_PATH),
-                _env("SUPER_SPINE_API__HEALTH_PORT", str(AGENT_HEALTH_PORT)),
-                _env("SUPER_SPINE_API__HEALTH_ADDRESS", "0.0.0.0"),
-                _env("SUPER_SPINE_MEMORY_LIMIT", AGENT_MEMORY_LIMIT),
-                _env("SUPER_SPINE_STOP_BUDGET", AGENT_STOP_BUDGET),
-                _env("SUPER_SPINE_PREEMPTION__WATCH", "off"),
-                _env("SUPER_SPINE_POSTGRES__DSN", dsn),
-                _env("SUPER_SPINE_POSTGRES__AUTH", "iam"),
-                _env("SUPER_SPINE_POSTGRES__WRITE", "sync"),
-            ],
+            envs=[*(_env(k, v) for k, v in AGENT_ENV.items()), _env(DSN_ENV, dsn)],
             resources=gcp.cloudrunv2.ServiceTemplateContainerResourcesArgs(
                 limits={"cpu": AGENT_CPU, "memory": AGENT_MEMORY},
                 cpu_idle=False,
