@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import http.client
 import os
+import signal
 import socket
+import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 SOCKET = os.environ["SUPER_SPINE_SOCKET"]
@@ -65,4 +67,6 @@ class Handler(BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
+    # PID 1 ignores SIGTERM unless it says otherwise: stop at once, as an app should.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     ThreadingHTTPServer(("127.0.0.1", PORT), Handler).serve_forever()
