@@ -33,16 +33,17 @@ from .common import (
 CHANGES = (10, 100, 1_000, 10_000)
 REPEATS = 3
 # Steps of backup_git() timed apart (private names of the agent: skipped if they change).
-STORAGE_STEPS = ("_collect_git_changes", "_critical_files", "_write_dirty_files")
+# (tier, replica method): the backup's steps, timed apart.
+REPLICA_STEPS = (("git", "_collect"), ("git", "_snapshot_files"), ("files", "ship"))
 GIT_STEPS = ("commit_changes", "commit_snapshot", "squash_history", "_write_commit")
 
 
 def install_timer(storage: HybridStorage) -> PhaseTimer:
     timer = PhaseTimer()
-    for step in STORAGE_STEPS:
-        timer.wrap(storage, step)
+    for tier, step in REPLICA_STEPS:
+        timer.wrap(storage.replica(tier), step, f"{tier}.{step}")
     for step in GIT_STEPS:
-        timer.wrap(storage.git, step, f"git.{step}")
+        timer.wrap(storage.tier_backend("git"), step, f"git.{step}")
     return timer
 
 
@@ -91,7 +92,7 @@ def timed_backup(
     storage: HybridStorage, timer: PhaseTimer | None = None
 ) -> tuple[float, bool, dict[str, float]]:
     """Seconds for backup_git(push=False), whether it wrote a fresh snapshot, and its steps."""
-    snapshot_due = storage.git.needs_snapshot()
+    snapshot_due = storage.tier_backend("git").needs_snapshot()
     if timer is not None:
         timer.seconds = dict.fromkeys(timer.seconds, 0.0)
     started = time.perf_counter()
@@ -103,7 +104,8 @@ def timed_backup(
 def timed_push(storage: HybridStorage) -> float:
     started = time.perf_counter()
     if not storage.push():
-        raise RuntimeError(f"push failed: {storage.backup.last_push_error}")
+        error = storage.status()["backup"]["last_push_error"]
+        raise RuntimeError(f"push failed: {error}")
     return time.perf_counter() - started
 
 
@@ -148,11 +150,11 @@ def backup_series(root: Path, total: int, changes: tuple[int, ...],
     out["series"] = rows
     if compaction:
         segments_needed = 0
-        while not storage.git.needs_snapshot():
+        while not storage.tier_backend("git").needs_snapshot():
             change(storage, ids, 100, other, rng)
             storage.backup_git(push=False)
             segments_needed += 1
-        segments = len(storage.git.state.segments)
+        segments = len(storage.tier_backend("git").state.segments)
         change(storage, ids, 100, other, rng)
         seconds, snap, steps = timed_backup(storage, timer)
         assert snap, "needs_snapshot() said a snapshot was due"

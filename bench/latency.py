@@ -47,7 +47,9 @@ def run_latency(systems: Systems, repeats: int = 3) -> list[dict[str, Any]]:
                 "op": case.op,
                 "label": case.label,
                 "durable": case.durable,
+                "batch": case.batch,
                 **{k: round(v, 2) for k, v in med.items()},
+                "p50_us_per_record": round(med["p50_us"] / case.batch, 2),
             }
         )
     print(f"  latency: {len(systems.cases)} cases x {repeats} in "

@@ -77,6 +77,29 @@ class SocketAgent:
         self.client.close()
 
 
+class BareHttp:
+    """The same shared client (http.client, keep-alive) on the bare ASGI app: the HTTP floor."""
+
+    def __init__(self, socket_path: Path, collection: str) -> None:
+        self.client = ApiClient(socket_path, timeout=60)
+        self.prefix = f"/v1/records/{collection}/"
+
+    def get(self, key: str) -> bytes:
+        reply = self.client.request("GET", self.prefix + key)
+        if reply.status != 200:
+            raise RuntimeError(f"GET {key}: {reply.status} {reply.body[:200]!r}")
+        return reply.body
+
+    def put(self, key: str, value: bytes) -> bytes:
+        reply = self.client.request("PUT", self.prefix + key, value, JSON_HEADERS)
+        if reply.status != 200:
+            raise RuntimeError(f"PUT {key}: {reply.status} {reply.body[:200]!r}")
+        return reply.body
+
+    def close(self) -> None:
+        self.client.close()
+
+
 class RedisPeer:
     """redis-py (hiredis parser) over a unix socket; keys are `collection:key`."""
 
@@ -89,6 +112,40 @@ class RedisPeer:
 
     def put(self, key: str, value: bytes) -> object:
         return self.client.set(self.prefix + key, value)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class RedisBatchPeer:
+    """MGET, or a pipeline of SETs (no MULTI), of `batch` consecutive keys per call: Redis'
+    bulk read and bulk write, the peers of the agent's bulk endpoints. Each call takes the
+    next `batch` keys of the list it is given, so every batch is of distinct, existing keys."""
+
+    def __init__(
+        self, socket_path: Path, collection: str, keys: list[str], batch: int = 100
+    ) -> None:
+        self.client = redis.Redis(unix_socket_path=str(socket_path))
+        self.names = [f"{collection}:{key}" for key in keys]
+        self.batch = batch
+        self.offset = 0
+
+    def _next(self) -> list[str]:
+        start = self.offset
+        self.offset = (start + self.batch) % (len(self.names) - self.batch)
+        return self.names[start : start + self.batch]
+
+    def get(self, key: str) -> object:
+        values = self.client.mget(self._next())
+        if any(v is None for v in values):
+            raise RuntimeError("MGET: a preloaded key is missing")
+        return values
+
+    def put(self, key: str, value: bytes) -> object:
+        pipe = self.client.pipeline(transaction=False)
+        for name in self._next():
+            pipe.set(name, value)
+        return pipe.execute()
 
     def close(self) -> None:
         self.client.close()

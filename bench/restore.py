@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import bootstrap.restore as restoring
 from bootstrap.storage import HybridStorage
 
 from .common import PhaseTimer, agent_config, check_stop, loadavg, seconds_median
@@ -25,16 +26,13 @@ REPEATS = 3
 def _close_quietly(storage: HybridStorage) -> None:
     """Release files without the shutdown flush: restore cost only, nothing written after.
     The storage-path lock (one agent per path) is dropped too, for the next sample."""
-    storage.journal.close()
-    storage.git.close()
-    release = getattr(storage, "_release_lock", None)
-    if release is not None:
-        release()
+    storage.abandon()
 
 
 # Steps of initialize() timed apart (private names of the agent: skipped if they change).
-STORAGE_STEPS = ("_load_files", "_merge_newer_git", "_load_git", "_apply_git_records",
-                 "_replay_journal", "_ensure_views")
+# (tier, replica method): the restore's steps, timed apart.
+REPLICA_STEPS = (("files", "restore_all"), ("files", "ensure_views"), ("git", "restore_all"),
+                 ("git", "restore_newer"), ("git", "_apply"))
 GIT_STEPS = ("open", "fetch", "read_tip", "read_all", "_read_blobs")
 
 
@@ -44,10 +42,11 @@ def timed_initialize(
     check_stop()
     storage = HybridStorage(agent_config(root, remote=remote))
     timer = PhaseTimer()
-    for step in STORAGE_STEPS:
-        timer.wrap(storage, step)
+    for tier, step in REPLICA_STEPS:
+        timer.wrap(storage.replica(tier), step, f"{tier}.{step}")
+    timer.wrap(restoring, "replay_journal")
     for step in GIT_STEPS:
-        timer.wrap(storage.git, step, f"git.{step}")
+        timer.wrap(storage.tier_backend("git"), step, f"git.{step}")
     started = time.perf_counter()
     got = storage.initialize()
     seconds = time.perf_counter() - started

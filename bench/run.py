@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from . import backup, latency, restore, rss, throughput
+from . import backup, latency, restore, rss, throughput, tsclient
 from .common import loadavg, request_stop
 from .report import evaluate, markdown
 from .systems import start_systems
@@ -49,6 +49,7 @@ def run(quick: bool, keep: bool) -> dict[str, Any]:
     repeats = 1 if quick else 3
     if quick:
         latency.MAX_SECONDS = 0.3
+        tsclient.MAX_SECONDS = 0.3
         throughput.DURATION = 0.3
         backup.REPEATS = restore.REPEATS = 1
     started = time.perf_counter()
@@ -63,6 +64,7 @@ def run(quick: bool, keep: bool) -> dict[str, Any]:
             results["daemon_startup_s"] = round(systems.daemon.startup_s, 3)
             results["latency"] = latency.run_latency(systems, repeats)
             results["throughput"] = throughput.run_throughput(systems, repeats)
+            results["typescript"] = tsclient.run_tsclient(systems, tmp, repeats)
         shutil.rmtree(tmp / "ops", ignore_errors=True)
         results["backup"] = backup.run_backup(tmp / "backup")
         results["restore"] = restore.run_restore(tmp / "backup", tmp / "restore")

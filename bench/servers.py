@@ -123,6 +123,36 @@ class AgentDaemon(ManagedServer):
         raise RuntimeError(f"spine-agent not ready after {timeout}s")
 
 
+class BareApp(ManagedServer):
+    """bench/bare_app.py: the agent's server stack answering a constant 200-byte body."""
+
+    def __init__(self, root: Path) -> None:
+        self.socket = root / "bare.sock"
+        self.log_file = root / "bare.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> BareApp:
+        root = Path(__file__).resolve().parent.parent
+        log = open(self.log_file, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.bare_app", "--socket", str(self.socket)],
+            cwd=root,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
+        log.close()
+        deadline = time.monotonic() + 60
+        while not is_serving(self.socket, timeout=2):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                _stop(self.proc, 5)
+                tail = self.log_file.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"bench.bare_app did not serve: {tail}")
+            time.sleep(0.02)
+        return self
+
+
 class RedisServer(ManagedServer):
     """redis-server on a unix socket in a temp dir, AOF on with the given appendfsync."""
 

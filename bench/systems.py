@@ -16,8 +16,10 @@ from bootstrap.storage import HybridStorage
 
 from .common import agent_config, make_keys, make_values, shuffled
 from .peers import (
+    BareHttp,
     ClientFactory,
     InProcessAgent,
+    RedisBatchPeer,
     RedisPeer,
     SocketAgent,
     SQLitePeer,
@@ -25,7 +27,7 @@ from .peers import (
     preload_sqlite,
     preload_storage,
 )
-from .servers import AgentDaemon, RedisServer
+from .servers import AgentDaemon, BareApp, RedisServer
 
 PRELOAD = 10_000
 CRITICAL = "agents"  # mapped to the critical class
@@ -44,6 +46,7 @@ class Case:
     max_ops: int
     durable: bool = False
     server_pid: int | None = None  # whose CPU time to charge per op (servers only)
+    batch: int = 1  # records per op (bulk reads and writes); latency per record = p50 / batch
 
 
 @dataclass
@@ -52,6 +55,7 @@ class Systems:
     keys: list[str]
     values: list[bytes]
     daemon: AgentDaemon
+    bare: BareApp
     redis_version: str
     storage: HybridStorage
 
@@ -85,6 +89,7 @@ def start_systems(root: Path) -> Iterator[Systems]:
 
     with contextlib.ExitStack() as stack:
         daemon = stack.enter_context(AgentDaemon(daemon_root))
+        bare = stack.enter_context(BareApp(root))
         redis_es = stack.enter_context(RedisServer(root, "everysec"))
         redis_al = stack.enter_context(RedisServer(root, "always"))
         for server in (redis_es, redis_al):
@@ -94,6 +99,8 @@ def start_systems(root: Path) -> Iterator[Systems]:
         sock = daemon.socket
         agent_pid = daemon.pid
         es_pid, al_pid = redis_es.pid, redis_al.pid
+        bare_sock, bare_pid = bare.socket, bare.pid
+        batch = 100
         fast, slow = 20_000, 4_000
         cases = [
             Case("agent in-process", "get", "get_json (hot, raw bytes)",
@@ -110,6 +117,8 @@ def start_systems(root: Path) -> Iterator[Systems]:
                  lambda: SocketAgent(sock, CRITICAL), "process", slow, True, agent_pid),
             Case("agent socket", "put", "PUT session",
                  lambda: SocketAgent(sock, SESSION), "process", slow, server_pid=agent_pid),
+            Case("bare ASGI app (same stack)", "get", "GET (constant 200 B)",
+                 lambda: BareHttp(bare_sock, CRITICAL), "process", slow, server_pid=bare_pid),
             Case("redis everysec", "get", "GET",
                  lambda: RedisPeer(redis_es.socket, CRITICAL), "process", slow, server_pid=es_pid),
             Case("redis everysec", "put", "SET",
@@ -118,6 +127,12 @@ def start_systems(root: Path) -> Iterator[Systems]:
                  lambda: RedisPeer(redis_al.socket, CRITICAL), "process", slow, server_pid=al_pid),
             Case("redis always", "put", "SET (fsync)",
                  lambda: RedisPeer(redis_al.socket, CRITICAL), "process", slow, True, al_pid),
+            Case("redis always", "get", f"MGET {batch} keys",
+                 lambda: RedisBatchPeer(redis_al.socket, CRITICAL, keys, batch), "process",
+                 slow // 10, server_pid=al_pid, batch=batch),
+            Case("redis always", "put", f"pipelined SET {batch} keys (fsync)",
+                 lambda: RedisBatchPeer(redis_al.socket, CRITICAL, keys, batch), "process",
+                 slow // 10, True, al_pid, batch=batch),
             Case("sqlite WAL FULL", "get", "SELECT",
                  lambda: SQLitePeer(sqlite_path, CRITICAL, "FULL"), "thread", fast),
             Case("sqlite WAL FULL", "put", "UPSERT (fsync per commit)",
@@ -130,6 +145,7 @@ def start_systems(root: Path) -> Iterator[Systems]:
             keys=order,
             values=values,
             daemon=daemon,
+            bare=bare,
             redis_version=redis_es.version(),
             storage=storage,
         )

@@ -141,8 +141,8 @@ def run_throughput(systems: Systems, repeats: int = 3) -> list[dict[str, Any]]:
     """Put cases at 1 and 8 clients; get cases at 8 (1 client is the latency table)."""
     plan = []
     for case in systems.cases:
-        if case.label == "get (hot, parsed)" or case.label == "put session":
-            continue
+        if case.label == "get (hot, parsed)" or case.label == "put session" or case.batch > 1:
+            continue  # bulk cases: their per-record latency is the figure (latency table)
         for clients in CONCURRENCY:
             if case.op == "get" and clients == 1:
                 continue

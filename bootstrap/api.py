@@ -1,13 +1,14 @@
 """The local HTTP JSON API (Starlette), a thin adapter over HybridStorage.
 
 Critical puts are acknowledged only after their journal line is fdatasync'd. The sync is group
-committed on the event loop: every put that arrives before the flush callback runs shares one
+committed on the event loop (GroupCommit): puts read in the same loop turns share one
 fdatasync, the same model as Redis' `appendfsync always`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -24,6 +25,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from .errors import PreconditionFailed, Unavailable
+from .etags import NONE, BadConditionHeader, Conditions, conditions_from_headers, format_etag
 from .openapi import MAX_LIST_LIMIT, openapi_document
 from .records import InvalidName, PersistenceClass, decode_name
 from .storage import BadRequest, HybridStorage, StorageError, ValueTooLarge
@@ -34,7 +37,15 @@ JSON = "application/json"
 
 
 class GroupCommit:
-    """Resolve many writers' waits with one fdatasync per event-loop turn."""
+    """Resolve many writers' waits with one fdatasync.
+
+    Like Redis' `appendfsync always`, which syncs once per loop turn before it sleeps, the flush
+    waits until the requests the loop has already read have appended: it is scheduled two
+    callbacks ahead, so it runs after the tasks created by the loop's next poll (one flush per
+    turn took only the writers of the turn before). The answers of one group are then queued
+    before the next group's fdatasync blocks the loop, not behind it. Measured with
+    `python -m bench.put_ab`: +30-66% critical PUTs/s at 8 clients against one callback ahead.
+    """
 
     def __init__(self, storage: HybridStorage) -> None:
         self.storage = storage
@@ -49,8 +60,11 @@ class GroupCommit:
         self._waiters.append(future)
         if not self._scheduled:
             self._scheduled = True
-            loop.call_soon(self._flush)
+            loop.call_soon(self._defer, loop)
         await future
+
+    def _defer(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._scheduled = False
@@ -101,8 +115,7 @@ class StorageCollector(Collector):
                 "spine_dirty_records",
                 "Records not yet written to a tier, by tier",
                 "tier",
-                status["dirty"]
-                and {"files": status["dirty"]["files"], "git": status["dirty"]["git"]},
+                {k: v for k, v in status["dirty"].items() if k != "unevictable_over_limit"},
             ),
         ]
         for name, doc, label, values in gauges:
@@ -111,6 +124,7 @@ class StorageCollector(Collector):
                 family.add_metric([key], value)
             yield family
         memory = status["tiers"]["memory"]
+        backup = status.get("backup", {})
         simple = {
             "spine_memory_bytes": ("Bytes charged to the memory tier", memory["bytes"]),
             "spine_memory_limit_bytes": ("Configured memory limit", memory["limit"]),
@@ -118,17 +132,14 @@ class StorageCollector(Collector):
                 "1 when dirty records hold memory over the limit",
                 int(memory["over_limit"]),
             ),
-            "spine_journal_bytes": (
-                "Bytes in the write-ahead journal",
-                status["tiers"]["files"]["journal_bytes"],
-            ),
+            "spine_journal_bytes": ("Bytes in the write-ahead journal", status["journal"]["bytes"]),
             "spine_push_failures": (
                 "Consecutive failed pushes to the git remote",
-                status["backup"]["push_failures"],
+                backup.get("push_failures", 0),
             ),
             "spine_remote_lag_seconds": (
                 "Seconds the remote is behind the local backup",
-                status["backup"]["remote_lag_s"] or 0,
+                backup.get("remote_lag_s") or 0,
             ),
             "spine_puts_total": ("Puts accepted", counters.puts),
             "spine_gets_total": ("Gets served", counters.gets),
@@ -136,6 +147,20 @@ class StorageCollector(Collector):
             "spine_evictions_total": ("Records evicted for the memory limit", counters.evictions),
             "spine_backups_total": ("Git backup commits", counters.backups),
         }
+        postgres = status["tiers"].get("postgres")
+        if postgres is not None:
+            simple["spine_postgres_backlog"] = (
+                "Changes waiting to be shipped to PostgreSQL (async mode)",
+                postgres["backlog"],
+            )
+            simple["spine_postgres_lag_seconds"] = (
+                "Age of the oldest change not yet in PostgreSQL",
+                postgres["lag_s"],
+            )
+            simple["spine_postgres_up"] = (
+                "1 when the last PostgreSQL operation succeeded",
+                int(postgres["last_error"] is None),
+            )
         for name, (doc, value) in simple.items():
             yield GaugeMetricFamily(name, doc, value=value)
 
@@ -143,6 +168,15 @@ class StorageCollector(Collector):
 RECORD_PREFIX = "/v1/records/"
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 RECORD_METHODS = b"GET, PUT, DELETE"
+
+
+def _conditions(scope: Scope, method: str) -> Conditions:
+    """If-Match / If-None-Match of a write; most requests carry neither (a quick scan)."""
+    headers = scope["headers"]
+    for name, _ in headers:
+        if name == b"if-match" or name == b"if-none-match":
+            return conditions_from_headers(headers, method)
+    return NONE
 
 
 def _strict_names(scope: Scope) -> tuple[str, str]:
@@ -176,40 +210,58 @@ class RecordsEndpoint:
     ) -> None:
         method = scope["method"]
         headers = list(_JSON_HEADERS)
+        etag: int | None = None
         try:
             if "\ufffd" in collection or "\ufffd" in key:
                 collection, key = _strict_names(scope)
             if method == "GET":
-                status, body = self.get(collection, key)
+                status, body, etag = self.get(collection, key)
             elif method == "PUT":
-                status, body = await self.put(scope, receive, collection, key)
+                conditions = _conditions(scope, method)
+                status, body, etag = await self.put(scope, receive, collection, key, conditions)
             elif method == "DELETE":
-                status, body = await self.delete(collection, key)
+                conditions = _conditions(scope, method)
+                status, body = await self.delete(collection, key, conditions)
             else:
                 status, body = 405, orjson.dumps({"error": f"method {method} not allowed"})
                 headers.append((b"allow", RECORD_METHODS))
         except StorageError as exc:
             status, body = exc.status, orjson.dumps({"error": str(exc)})
+        except BadConditionHeader as exc:
+            status, body = 400, orjson.dumps({"error": str(exc)})
+        except PreconditionFailed as exc:
+            status = exc.status
+            body = orjson.dumps({"error": str(exc), "current_version": exc.current_version})
+            etag = exc.current_version
+        except Unavailable as exc:
+            status, body = exc.status, orjson.dumps({"error": str(exc)})
         except Exception as exc:  # one JSON line, never a traceback to the client
             log.exception("request failed", extra={"path": scope["path"]})
             status, body = 500, orjson.dumps({"error": f"internal error: {exc}"})
+        if etag is not None:
+            headers.append((b"etag", format_etag(etag)))
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    def get(self, collection: str, key: str) -> tuple[int, bytes]:
-        self.storage._check_names(collection, key)
-        raw = self.storage.get_json(collection, key)
-        if raw is None:
-            return 404, orjson.dumps({"error": f"no record {collection}/{key}"})
-        return 200, raw
+    def get(self, collection: str, key: str) -> tuple[int, bytes, int | None]:
+        self.storage.check_names(collection, key)
+        found = self.storage.get_json_versioned(collection, key)
+        if found is None:
+            return 404, orjson.dumps({"error": f"no record {collection}/{key}"}), None
+        return 200, found[0], found[1]
 
     async def put(
-        self, scope: Scope, receive: Receive, collection: str, key: str
-    ) -> tuple[int, bytes]:
+        self,
+        scope: Scope,
+        receive: Receive,
+        collection: str,
+        key: str,
+        conditions: Conditions = NONE,
+    ) -> tuple[int, bytes, int]:
         query = parse_qs(scope.get("query_string", b"").decode(), keep_blank_values=True)
         pclass = self.storage.resolve_class(collection, query.get("class", [None])[-1])
-        self.storage._check_names(collection, key)
+        self.storage.check_names(collection, key)
         limit = self.storage.config.max_value_size
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > limit:
@@ -225,16 +277,40 @@ class RecordsEndpoint:
                 raise ValueTooLarge(f"value is over {limit} bytes (max_value_size)")
             chunks.append(chunk)
             more = message.get("more_body", False)
-        seq = self.storage.put_json(collection, key, b"".join(chunks), pclass, wait=False)
+        write = functools.partial(
+            self.storage.put_json_versioned,
+            collection,
+            key,
+            b"".join(chunks),
+            pclass,
+            wait=False,
+            if_match=conditions.if_match,
+            if_absent=conditions.if_absent,
+        )
+        if self.storage.blocks_on_a_tier(pclass, conditions.any):
+            # PostgreSQL's round trip off the event loop: other requests (and the tier's
+            # group commit, which needs several writers at once) go on meanwhile.
+            seq, version = await asyncio.to_thread(write)
+        else:
+            seq, version = write()
         if pclass is PersistenceClass.CRITICAL:
             await self.group.wait(seq)
-        return 200, orjson.dumps(
-            {"ok": True, "collection": collection, "key": key, "class": pclass.value}
-        )
+        body = {"ok": True, "collection": collection, "key": key, "class": pclass.value}
+        return 200, orjson.dumps({**body, "version": version}), version
 
-    async def delete(self, collection: str, key: str) -> tuple[int, bytes]:
-        self.storage._check_names(collection, key)
-        if not self.storage.delete(collection, key, wait=False):
+    async def delete(
+        self, collection: str, key: str, conditions: Conditions = NONE
+    ) -> tuple[int, bytes]:
+        self.storage.check_names(collection, key)
+        delete = functools.partial(
+            self.storage.delete, collection, key, wait=False, if_match=conditions.if_match
+        )
+        cls = self.storage.resolve_class(collection, None)
+        if self.storage.blocks_on_a_tier(cls, conditions.any):
+            deleted = await asyncio.to_thread(delete)
+        else:
+            deleted = delete()
+        if not deleted:
             return 404, orjson.dumps({"error": f"no record {collection}/{key}"})
         journal = self.storage.journal
         if journal.seq > journal.synced_seq:
@@ -275,7 +351,7 @@ def build_app(
 
     async def post_backup(request: Request) -> Response:
         result = await asyncio.to_thread(storage.backup_git)
-        result["pushed"] = storage.status()["backup"]["remote_lag_commits"] in (0, None)
+        result["pushed"] = storage.status().get("backup", {}).get("remote_lag_commits") in (0, None)
         return _json(result)
 
     async def post_flush(request: Request) -> Response:

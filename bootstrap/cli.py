@@ -1,7 +1,8 @@
 """`spine-agent`: the daemon and a small client for its unix socket.
 
 Every error is one line on stderr with a non-zero exit: 2 for bad config or usage, 1 for
-a missing key (`get`) or a refused request, 3 when the agent cannot be reached.
+a missing key (`get`) or a refused request, 3 when the agent cannot be reached, 4 when a
+conditional write's precondition failed (`--if-match`, `--if-absent`): nothing was written.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from urllib.parse import urlencode
 
 import orjson
 
-from .client import JSON_HEADERS, ApiClient, record_path
+from .client import JSON_HEADERS, ApiClient, Reply, condition_headers, record_path
 from .config import AgentConfig, ConfigError, load_config
+from .etags import BadConditionHeader, parse_version
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_PRECONDITION = 0, 1, 2, 3, 4
 
 
 class AgentClient:
@@ -28,10 +30,27 @@ class AgentClient:
         self.config = config
         self.api = ApiClient(config.api.socket, timeout=timeout)
 
-    def call(self, method: str, path: str, body: bytes | None = None) -> tuple[int, Any]:
-        headers = JSON_HEADERS if body is not None else {}
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        status, parsed, _ = self.call_versioned(method, path, body, headers)
+        return status, parsed
+
+    def call_versioned(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any, int | None]:
+        """(status, parsed body, the ETag's version or None)."""
+        sent = {**(JSON_HEADERS if body is not None else {}), **(headers or {})}
         try:
-            reply = self.api.request(method, path, body=body, headers=headers)
+            reply: Reply = self.api.request(method, path, body=body, headers=sent)
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise AgentUnreachable(
                 f"agent not reachable at {self.config.api.socket}: {exc.strerror}"
@@ -43,9 +62,10 @@ class AgentClient:
         except (OSError, http.client.HTTPException) as exc:
             raise AgentUnreachable(f"agent at {self.config.api.socket} failed: {exc}") from None
         try:
-            return reply.status, orjson.loads(reply.body) if reply.body else None
+            parsed = orjson.loads(reply.body) if reply.body else None
         except orjson.JSONDecodeError:
-            return reply.status, reply.body.decode(errors="replace")
+            parsed = reply.body.decode(errors="replace")
+        return reply.status, parsed, reply.version
 
 
 class AgentUnreachable(RuntimeError):
@@ -66,14 +86,32 @@ def build_parser() -> argparse.ArgumentParser:
     cmd = add("get", "print a record's JSON value (exit 1 if absent)")
     cmd.add_argument("collection")
     cmd.add_argument("key")
+    cmd.add_argument(
+        "--etag", action="store_true", help="print the record's version first, on its own line"
+    )
     cmd = add("put", "store a JSON value ('-' reads stdin); exits 0 once acknowledged")
     cmd.add_argument("collection")
     cmd.add_argument("key")
     cmd.add_argument("value")
     cmd.add_argument("--class", dest="cls", choices=["critical", "session", "cache"])
+    condition = cmd.add_mutually_exclusive_group()
+    condition.add_argument(
+        "--if-match",
+        metavar="VERSION",
+        help="write only if the record is at this version (exit 4 if not)",
+    )
+    condition.add_argument(
+        "--if-absent", action="store_true", help="create only: exit 4 if the record exists"
+    )
+    cmd.add_argument("--etag", action="store_true", help="print the new version")
     cmd = add("delete", "delete a record (exit 1 if absent)")
     cmd.add_argument("collection")
     cmd.add_argument("key")
+    cmd.add_argument(
+        "--if-match",
+        metavar="VERSION",
+        help="delete only if the record is at this version (exit 4 if not)",
+    )
     cmd = add("list", "print a collection's records as JSON")
     cmd.add_argument("collection")
     cmd.add_argument("--prefix", default="")
@@ -114,11 +152,20 @@ def dispatch(args: argparse.Namespace, config: AgentConfig) -> int:
     if args.command == "status":
         return _print(*client.call("GET", "/v1/status"))
     if args.command == "get":
-        status, body = client.call("GET", record_path(args.collection, args.key))
+        status, body, version = client.call_versioned("GET", record_path(args.collection, args.key))
         if status == 404:
             print(f"spine-agent: no record {args.collection}/{args.key}", file=sys.stderr)
             return EXIT_FAIL
+        if args.etag and status == 200:
+            sys.stdout.write(f"{version}\n")
         return _print(status, body)
+    if args.command in ("put", "delete"):
+        try:
+            if_match = None if args.if_match is None else parse_version(args.if_match, "--if-match")
+        except BadConditionHeader as exc:
+            print(f"spine-agent: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        headers = condition_headers(if_match, getattr(args, "if_absent", False))
     if args.command == "put":
         raw = sys.stdin.buffer.read() if args.value == "-" else args.value.encode()
         try:
@@ -130,10 +177,14 @@ def dispatch(args: argparse.Namespace, config: AgentConfig) -> int:
             )
             return EXIT_USAGE
         query = f"?{urlencode({'class': args.cls})}" if args.cls else ""
-        status, body = client.call("PUT", record_path(args.collection, args.key) + query, raw)
+        path = record_path(args.collection, args.key) + query
+        status, body, version = client.call_versioned("PUT", path, raw, headers)
+        if args.etag and status == 200:
+            sys.stdout.write(f"{version}\n")
         return _ack(status, body)
     if args.command == "delete":
-        status, body = client.call("DELETE", record_path(args.collection, args.key))
+        path = record_path(args.collection, args.key)
+        status, body = client.call("DELETE", path, None, headers)
         return _ack(status, body)
     if args.command == "list":
         query = urlencode({"prefix": args.prefix, "limit": args.limit})
@@ -152,6 +203,9 @@ def _print(status: int, body: Any) -> int:
 
 
 def _ack(status: int, body: Any) -> int:
+    if status == 412:
+        _print(status, body)
+        return EXIT_PRECONDITION
     if status >= 400:
         return _print(status, body)
     return EXIT_OK
@@ -164,6 +218,9 @@ def _run(config: AgentConfig) -> int:
     setup_logging(config.log_level)
     try:
         return run_daemon(config)
+    except ConfigError as exc:  # found at start (a tier's server refused): fix the config
+        print(f"spine-agent: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except Exception as exc:  # one line, then exit non-zero: systemd shows it in status
         print(f"spine-agent: {exc}", file=sys.stderr)
         return EXIT_FAIL

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import select
 import socket
 from pathlib import Path
 from types import TracebackType
@@ -35,6 +36,14 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
+def condition_headers(if_match: int | None = None, if_absent: bool = False) -> dict[str, str]:
+    """The headers of a conditional write: If-Match "<version>" or If-None-Match: *."""
+    headers = {"If-Match": f'"{if_match}"'} if if_match is not None else {}
+    if if_absent:
+        headers["If-None-Match"] = "*"
+    return headers
+
+
 def record_path(collection: str, key: str | None = None) -> str:
     """The API path of a collection or a record, each name quoted whole (a `/` in a key stays
     part of the key)."""
@@ -56,9 +65,31 @@ class Reply:
     def headers(self) -> dict[str, str]:
         return {name.lower(): value for name, value in self._message.items()}
 
+    @property
+    def version(self) -> int | None:
+        """The record's version from the ETag header (GET, PUT, 412), or None without one."""
+        etag = self._message.get("etag")
+        if etag is None or len(etag) < 3 or not etag.startswith('"') or not etag.endswith('"'):
+            return None
+        digits = etag[1:-1]
+        return int(digits) if digits.isascii() and digits.isdigit() else None
+
     def json(self) -> Any:
         """The body as JSON (the standard library's parser: integers of any size)."""
         return json.loads(self.body)
+
+
+def _closed_by_peer(conn: http.client.HTTPConnection) -> bool:
+    """A kept-alive connection the agent has closed shows as readable with nothing to read (an
+    idle connection has no response pending, so any readable byte also means it is unusable)."""
+    sock = conn.sock
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 class ApiClient:
@@ -96,10 +127,24 @@ class ApiClient:
         body: bytes | None = None,
         headers: dict[str, str] | None = None,
     ) -> Reply:
+        reused = self.conn is not None
+        if self.conn is not None and _closed_by_peer(self.conn):
+            self.close()  # the agent's idle timeout ended it: reconnect rather than fail
+            reused = False
         if self.conn is None:
             self.conn = self._connect()
         try:
-            self.conn.request(method, path, body=body, headers=headers or {})
+            try:
+                self.conn.request(method, path, body=body, headers=headers or {})
+            except (BrokenPipeError, ConnectionResetError):
+                if not reused:
+                    raise
+                # The agent closed an idle keep-alive connection (its idle timeout) before
+                # this request reached it: nothing was processed, so any method may go again,
+                # once, on a fresh connection.
+                self.close()
+                self.conn = self._connect()
+                self.conn.request(method, path, body=body, headers=headers or {})
             response = self.conn.getresponse()
             data = response.read()
         except BaseException:
@@ -109,6 +154,31 @@ class ApiClient:
             # uvicorn drops the connection after an unhandled error; start afresh next time.
             self.close()
         return Reply(response.status, data, response.msg)
+
+    def put_record(
+        self,
+        collection: str,
+        key: str,
+        body: bytes,
+        cls: str | None = None,
+        *,
+        if_match: int | None = None,
+        if_absent: bool = False,
+    ) -> Reply:
+        """PUT a record's JSON bytes, optionally conditional; the reply's `version` is the new
+        version (200) or the stored one (412)."""
+        query = f"?class={quote(cls, safe='')}" if cls else ""
+        headers = {**JSON_HEADERS, **condition_headers(if_match, if_absent)}
+        return self.request("PUT", record_path(collection, key) + query, body, headers)
+
+    def get_record(self, collection: str, key: str) -> Reply:
+        """GET a record; the reply's `version` is its ETag."""
+        return self.request("GET", record_path(collection, key))
+
+    def delete_record(self, collection: str, key: str, *, if_match: int | None = None) -> Reply:
+        """DELETE a record, with `if_match` only if it is still at that version."""
+        path = record_path(collection, key)
+        return self.request("DELETE", path, None, condition_headers(if_match))
 
     def close(self) -> None:
         if self.conn is not None:

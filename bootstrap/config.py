@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from .config_file import ConfigFileError, read_mapping
 from .records import InvalidName, PersistenceClass, check_collection
+from .tiers import FOLLOWS, MEMORY_ONLY_CLASSES, TIERS
 from .units import parse_duration, parse_size
 
 ENV_PREFIX = "SUPER_SPINE_"
@@ -48,6 +49,10 @@ DEFAULTS: dict[str, Any] = {
     "tiering.file_backup_interval": "5min",
     "tiering.git_backup_interval": "30min",
     "classes.default": "session",
+    # Where each class travels, in order (see bootstrap.policy.Routes); "none" is memory only.
+    "routes.critical": "files, git",
+    "routes.session": "files",
+    "routes.cache": "none",
     "git.history_max_age": "7d",
     "git.push_retry_max": "5min",
     "api.socket_mode": "0660",
@@ -196,6 +201,10 @@ class AgentConfig:
     default_class: PersistenceClass = _DEFAULT_CLASS
     class_map: dict[str, PersistenceClass] = field(default_factory=dict)
     preemption: PreemptionConfig = field(default_factory=PreemptionConfig)
+    # class name -> ordered tier names (bootstrap.policy.Routes reads it)
+    routes: dict[str, tuple[str, ...]] = field(default_factory=lambda: _default_routes())
+    # the `postgres:` section (a bootstrap.tiers.pg_config.PostgresConfig), None without one
+    postgres: Any = None
 
     def class_of(self, collection: str) -> PersistenceClass:
         return self.class_map.get(collection, self.default_class)
@@ -212,6 +221,8 @@ _TOP_KEYS = {
     "git",
     "api",
     "preemption",
+    "routes",
+    "postgres",
 }
 _SECTION_KEYS = {
     "tiering": {"enabled", "hot_age", "warm_age", "file_backup_interval", "git_backup_interval"},
@@ -236,6 +247,11 @@ _SECTION_KEYS = {
         "health_address",
     },
     "preemption": {"watch", "metadata_url"},
+    "routes": {c.value for c in PersistenceClass},
+    # checked by the postgres tier's own parser (bootstrap.tiers.pg_config)
+    "postgres": {
+        "dsn", "password_file", "classes", "write", "max_lag", "schema", "auth", "metadata_url"
+    },
 }
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -366,6 +382,12 @@ def build_config(raw: dict[str, Any], base_dir: Path) -> AgentConfig:
     if log_level not in _LOG_LEVELS:
         raise ConfigError("log_level", raw.get("log_level"), f"allowed: {', '.join(_LOG_LEVELS)}")
     memory_limit = _size("memory_limit", given("memory_limit"))
+    postgres = None
+    if raw.get("postgres") is not None:
+        from .tiers.pg_config import parse_postgres_config  # psycopg only when configured
+
+        postgres = parse_postgres_config(sections["postgres"], base_dir)
+    routes = _routes(sections["routes"], postgres.classes if postgres else frozenset())
     return AgentConfig(
         storage_path=storage,
         git=git,
@@ -378,6 +400,8 @@ def build_config(raw: dict[str, Any], base_dir: Path) -> AgentConfig:
         default_class=default_class,
         class_map=class_map,
         preemption=PreemptionConfig(watch=watch, metadata_url=metadata_url),
+        routes=routes,
+        postgres=postgres,
     )
 
 
@@ -618,6 +642,63 @@ def _port(key: str, value: Any) -> int | None:
     if not 1 <= port <= 65535:
         raise ConfigError(key, value, "expected a TCP port from 1 to 65535")
     return port
+
+
+MAX_ROUTE_CHARS = 256
+_NO_TIERS = ("none", "[]", "")
+
+
+def _route(key: str, value: Any) -> tuple[str, ...]:
+    """One class's route: a YAML list or a comma-separated string of tier names; none/[]
+    means memory only."""
+    if isinstance(value, str):
+        if len(value) > MAX_ROUTE_CHARS:
+            raise ConfigError(key, value, _longer_than(MAX_ROUTE_CHARS))
+        text = value.strip().strip("[]")
+        names = [] if value.strip().lower() in _NO_TIERS else [n.strip() for n in text.split(",")]
+    elif isinstance(value, list | tuple):
+        names = [str(n).strip() for n in value]
+    elif value is None:
+        names = []
+    else:
+        raise ConfigError(key, value, "expected a list of tiers such as [files, git], or none")
+    known = ", ".join(TIERS)
+    for position, name in enumerate(names):
+        if name not in TIERS:
+            raise ConfigError(key, value, f"unknown tier {name!r} (known: {known})")
+        if name in names[:position]:
+            raise ConfigError(key, value, f"tier {name!r} is listed twice")
+        copied = FOLLOWS.get(name)
+        if copied is not None and copied not in names[:position]:
+            raise ConfigError(key, value, f"{name} backs up {copied}: list {copied} before {name}")
+    return tuple(names)
+
+
+def _routes(
+    section: dict[str, Any], postgres: frozenset[PersistenceClass] = frozenset()
+) -> dict[str, tuple[str, ...]]:
+    """Each class's route; with a postgres section, its classes end in postgres (unless their
+    route lists it already), and no route may name postgres without the section."""
+    routes: dict[str, tuple[str, ...]] = {}
+    for cls in PersistenceClass:
+        key = f"routes.{cls.value}"
+        route = _route(key, _given(section, key))
+        if "postgres" in route and not postgres:
+            raise ConfigError(key, section.get(cls.value), "postgres needs a postgres: section")
+        if cls in postgres and cls.value in MEMORY_ONLY_CLASSES:
+            raise ConfigError("postgres.classes", cls.value, f"{cls.value} is memory only")
+        if cls in postgres and "postgres" not in route:
+            route = (*route, "postgres")
+        if route and cls.value in MEMORY_ONLY_CLASSES:
+            raise ConfigError(
+                key, section.get(cls.value), f"{cls.value} is memory only: route it to none"
+            )
+        routes[cls.value] = route
+    return routes
+
+
+def _default_routes() -> dict[str, tuple[str, ...]]:
+    return _routes({})
 
 
 def _classes(value: Any) -> tuple[PersistenceClass, dict[str, PersistenceClass]]:

@@ -15,10 +15,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from .access import HealthPortGate, TcpGuard
 from .api import build_app
-from .config import AgentConfig, read_token_file
+from .config import AgentConfig, ApiConfig, read_token_file
 from .http_limits import bounded_protocol, fit_connection_limit
 from .lifecycle import HybridVMStorage
 from .notify import sd_notify
@@ -112,6 +113,26 @@ def restore_with_stop_signals(agent: HybridVMStorage) -> list[float]:
     return stop_at
 
 
+def server_config(app: ASGIApp, limits: ApiConfig) -> uvicorn.Config:
+    """The agent's HTTP stack: uvicorn on uvloop with the bounded httptools protocol. One
+    place, so the bench's bare app (bench/bare_app.py) measures exactly this stack."""
+    connections = fit_connection_limit(limits.max_connections)
+    protocol = bounded_protocol(limits.max_header_bytes, connections)
+    return uvicorn.Config(
+        app,
+        loop="uvloop",
+        http=protocol,
+        timeout_keep_alive=limits.idle_timeout,
+        lifespan="off",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=2,
+        server_header=False,
+        date_header=False,
+        proxy_headers=False,
+    )
+
+
 def run_daemon(config: AgentConfig) -> int:
     os.umask(0o027)  # data, journal and backup files: owner and group only
     started = time.monotonic()
@@ -131,24 +152,7 @@ def run_daemon(config: AgentConfig) -> int:
         served = TcpGuard(app, config.api.tcp_port, read_token_file(config.api.token_file))
     if config.api.health_port:
         served = HealthPortGate(served, app, config.api.health_port)
-    limits = config.api
-    server = AgentServer(
-        uvicorn.Config(
-            served,
-            loop="uvloop",
-            http=bounded_protocol(
-                limits.max_header_bytes, fit_connection_limit(limits.max_connections)
-            ),
-            timeout_keep_alive=limits.idle_timeout,
-            lifespan="off",
-            access_log=False,
-            log_config=None,
-            timeout_graceful_shutdown=2,
-            server_header=False,
-            date_header=False,
-            proxy_headers=False,
-        )
-    )
+    server = AgentServer(server_config(served, config.api))
 
     async def main() -> None:
         serve = asyncio.create_task(server.serve(sockets=sockets))

@@ -120,12 +120,10 @@ class HybridVMStorage:
         return source
 
     def start_background(self) -> None:
-        """Check the remote for a newer backup, and start the tiering-pass hook (and push
-        retries) unless tiering is disabled."""
-        if self.config.git.remote:
-            threading.Thread(
-                target=self.storage.check_remote, name="spine-remote-check", daemon=True
-            ).start()
+        """Run the tiers' start-up checks (git: merge a newer backup from the remote), and
+        start the tiering-pass hook (and push retries) unless tiering is disabled."""
+        for task in self.storage.background_tasks():
+            threading.Thread(target=task, name="spine-remote-check", daemon=True).start()
         if self.config.tiering.enabled:
             self.scheduler.start()
         if self.watcher is not None:
@@ -144,14 +142,34 @@ class HybridVMStorage:
         self.scheduler.stop(timeout=max(1.0, self.config.stop_budget / 2))
         return self.hooks.on_shutdown(started=started)
 
-    def put(self, collection: str, key: str, value: Any, cls: str | None = None) -> None:
-        self.storage.put(collection, key, value, cls)
+    def put(
+        self,
+        collection: str,
+        key: str,
+        value: Any,
+        cls: str | None = None,
+        *,
+        if_match: int | None = None,
+        if_absent: bool = False,
+    ) -> int:
+        """Store a value; the record's new version. With `if_match` only if the record is
+        still at that version, with `if_absent` only if there is none: else
+        bootstrap.errors.PreconditionFailed, and nothing is written."""
+        return self.storage.put_versioned(
+            collection, key, value, cls, if_match=if_match, if_absent=if_absent
+        )[1]
 
     def get(self, collection: str, key: str, default: Any = None) -> Any:
         return self.storage.get(collection, key, default)
 
-    def delete(self, collection: str, key: str) -> bool:
-        return self.storage.delete(collection, key)
+    def get_versioned(self, collection: str, key: str) -> tuple[Any, int] | None:
+        """(value, version) read together, or None: the start of a read-modify-write."""
+        return self.storage.get_versioned(collection, key)
+
+    def delete(self, collection: str, key: str, *, if_match: int | None = None) -> bool:
+        """Delete a record; False when absent. With `if_match` only at that version (else
+        PreconditionFailed, also when absent)."""
+        return self.storage.delete(collection, key, if_match=if_match)
 
     def status(self) -> dict[str, Any]:
         return self.storage.status()

@@ -4,8 +4,12 @@ test_openapi_fuzz.py), and the TypeScript client will be generated from it."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
+import orjson
+
+from .etags import MAX_VERSION
 from .records import (
     MAX_COLLECTION_LENGTH,
     MAX_EXACT_INT,
@@ -62,6 +66,7 @@ _BOOL = {"type": "boolean"}
 _NULLABLE_STR = {"type": "string", "nullable": True}
 _NULLABLE_NUM = {"type": "number", "nullable": True}
 _CLASS_NAMES = [c.value for c in PersistenceClass]
+_VERSION = {"type": "integer", "minimum": 0, "maximum": MAX_VERSION}
 
 SCHEMAS: dict[str, Any] = {
     "Error": {**_obj({"error": _STR}), "additionalProperties": False},
@@ -77,7 +82,19 @@ SCHEMAS: dict[str, Any] = {
             {"type": "object", "additionalProperties": _ref("Value")},
         ],
     },
-    "Stored": _obj({"ok": _BOOL, "collection": _STR, "key": _STR, "class": {"enum": _CLASS_NAMES}}),
+    "Stored": _obj(
+        {
+            "ok": _BOOL,
+            "collection": _STR,
+            "key": _STR,
+            "class": {"enum": _CLASS_NAMES},
+            "version": _VERSION,
+        }
+    ),
+    "PreconditionFailed": {
+        **_obj({"error": _STR, "current_version": {**_VERSION, "nullable": True}}),
+        "additionalProperties": False,
+    },
     "Deleted": _obj({"ok": _BOOL, "deleted": _STR}),
     "RecordList": _obj(
         {
@@ -96,10 +113,25 @@ SCHEMAS: dict[str, Any] = {
             "records": _INT,
             "collections": {"type": "object", "additionalProperties": _INT},
             "classes": {"type": "object"},
+            "routes": {"type": "object"},
+            "journal": _obj({"bytes": _INT}),
             "tiers": {"type": "object"},
             "dirty": {"type": "object"},
-            "backup": {"type": "object"},
-        }
+            "backup": {"type": "object"},  # only with the git tier
+        },
+        required=[
+            "host",
+            "storage_path",
+            "restored_from",
+            "uptime_s",
+            "records",
+            "collections",
+            "classes",
+            "routes",
+            "journal",
+            "tiers",
+            "dirty",
+        ],
     ),
     "TierReport": _obj(
         {
@@ -132,6 +164,40 @@ NO_RECORD = _answer("no such record")
 DISK_FULL = _answer("the disk refused the write; nothing changed")
 
 COLLECTION = {"name": "collection", "in": "path", "required": True, "schema": COLLECTION_SCHEMA}
+ETAG = {
+    "ETag": {
+        "description": 'The record\'s version as a strong ETag: a quoted decimal, e.g. "17"',
+        "schema": _STR,
+    }
+}
+IF_MATCH = {
+    "name": "If-Match",
+    "in": "header",
+    "required": False,
+    "description": 'Write only if the stored version is this one: one strong ETag, e.g. "17" '
+    "(the quotes may be left out). Else 412, nothing written (also when the record is absent).",
+    "schema": {"type": "string", "maxLength": 64, "pattern": '^("[0-9]{1,19}"|[0-9]{1,19})$'},
+}
+IF_NONE_MATCH = {
+    "name": "If-None-Match",
+    "in": "header",
+    "required": False,
+    "description": "`*`: create only; 412 if the record exists (with If-Match too: 412 always).",
+    "schema": {"type": "string", "enum": ["*"]},
+}
+PRECONDITION_FAILED = {
+    **_answer(
+        "the condition failed, nothing written; current_version is the stored version (null: "
+        "absent), also in the ETag header when the record exists",
+        _ref("PreconditionFailed"),
+    ),
+    "headers": ETAG,
+}
+UNAVAILABLE = (
+    "over api.max_connections (the connection is closed), or the store that decides a "
+    "conditional write is unreachable (nothing written)"
+)
+BAD_CONDITION = "a malformed If-Match or If-None-Match (the message names the header)"
 KEY = {"name": "key", "in": "path", "required": True, "schema": KEY_SCHEMA}
 
 
@@ -187,18 +253,30 @@ PATHS: dict[str, Any] = {
     "/v1/records/{collection}/{key}": {
         "parameters": [COLLECTION, KEY],
         "get": _op(
-            "Read one record's JSON value.",
-            {"200": _answer("the value", _ref("Value")), "400": BAD_NAME, "404": NO_RECORD},
+            "Read one record's JSON value; the ETag header carries its version.",
+            {
+                "200": {**_answer("the value", _ref("Value")), "headers": ETAG},
+                "400": BAD_NAME,
+                "404": NO_RECORD,
+            },
         ),
         "put": _op(
-            "Store a JSON value; critical records are durable when this answers.",
+            "Store a JSON value; critical records are durable when this answers. With If-Match "
+            "or If-None-Match: * the write is conditional.",
             {
-                "200": _answer("stored", _ref("Stored")),
-                "400": _answer("bad name, bad JSON, a value it cannot keep exactly, bad class"),
+                "200": {**_answer("stored", _ref("Stored")), "headers": ETAG},
+                "400": _answer(
+                    "bad name, bad JSON, a value it cannot keep exactly, bad class, or "
+                    + BAD_CONDITION
+                ),
+                "412": PRECONDITION_FAILED,
                 "413": _answer("value over max_value_size"),
+                "503": _answer(UNAVAILABLE),
                 "507": DISK_FULL,
             },
             parameters=[
+                IF_MATCH,
+                IF_NONE_MATCH,
                 {
                     "name": "class",
                     "in": "query",
@@ -209,13 +287,16 @@ PATHS: dict[str, Any] = {
             requestBody={"required": True, "content": {JSON: {"schema": _ref("Value")}}},
         ),
         "delete": _op(
-            "Delete one record from every tier it travels to.",
+            "Delete one record from every tier it travels to; with If-Match, only that version.",
             {
                 "200": _answer("deleted", _ref("Deleted")),
-                "400": BAD_NAME,
+                "400": _answer("bad collection or key name, or " + BAD_CONDITION),
                 "404": NO_RECORD,
+                "412": PRECONDITION_FAILED,
+                "503": _answer(UNAVAILABLE),
                 "507": DISK_FULL,
             },
+            parameters=[IF_MATCH],
         ),
     },
     "/v1/tier": {
@@ -256,3 +337,15 @@ def openapi_document() -> dict[str, Any]:
         # Checked on TCP only: on the unix socket, the socket's file mode is the access control.
         "security": [{"bearer": []}],
     }
+
+
+def main() -> None:
+    """`python -m bootstrap.openapi` prints the document: the TypeScript client's types are
+    generated from it (clients/typescript, `npm run gen`), and its test fails when they differ."""
+    sys.stdout.buffer.write(
+        orjson.dumps(openapi_document(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
+from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
 import orjson
@@ -30,10 +31,10 @@ class InvalidValue(ValueError):
 
 
 class PersistenceClass(enum.Enum):
-    """How far a record may travel.
-
-    critical -> files + git + remote, session -> files, cache -> memory only.
-    """
+    """How far a record may travel, and how its put is acknowledged. Which tiers a class is
+    routed to is configuration (`routes`, see bootstrap.policy), not part of the class:
+    by default critical -> files + git, session -> files, cache -> memory only. A critical put
+    returns once it is durable; the others once they are in memory and the journal."""
 
     CRITICAL = "critical"
     SESSION = "session"
@@ -41,8 +42,7 @@ class PersistenceClass(enum.Enum):
 
     def __init__(self, value: str) -> None:
         # Plain attributes, not properties: they are read on every put (hot path).
-        self.to_files = value != "cache"
-        self.to_git = value == "critical"
+        self.waits_for_sync = value == "critical"
         self.eviction_rank = {"cache": 0, "session": 1, "critical": 2}[value]
 
     @classmethod
@@ -152,27 +152,33 @@ def exact_bytes(data: bytes) -> bytes:
     return memoryview(data).tobytes()
 
 
+def version_of(mtime: float) -> int:
+    """A record's version from its mtime (float seconds): exact for the write clock's values,
+    whose mtime is `version / 1e6`."""
+    return round(mtime * 1_000_000)
+
+
 class Entry:
     """One record in memory. The value is kept as compact JSON bytes: cheaper than a parsed object
-    (RSS at 100k records) and served over the socket without re-encoding."""
+    (RSS at 100k records) and served over the socket without re-encoding. `pending` holds one
+    bit per configured tier (bootstrap.policy.Routes) the record still has to reach: one int
+    slot, whatever the number of tiers."""
 
-    __slots__ = ("atime", "cls", "dirty_files", "dirty_git", "loc", "mtime", "value")
+    __slots__ = ("atime", "cls", "loc", "mtime", "pending", "value")
 
-    def __init__(
-        self,
-        value: bytes,
-        cls: PersistenceClass,
-        mtime: float,
-        dirty_files: bool,
-        dirty_git: bool,
-    ) -> None:
+    def __init__(self, value: bytes, cls: PersistenceClass, mtime: float, pending: int) -> None:
         self.value: bytes | None = value
         self.cls = cls
         self.mtime = mtime
         self.atime = mtime
-        self.dirty_files = dirty_files
-        self.dirty_git = dirty_git
-        self.loc: int | None = None  # packed (offset, length) of its line in its warm file
+        self.pending = pending
+        self.loc: int | None = None  # where the evictable copy lives (a warm file's line)
+
+    @property
+    def version(self) -> int:
+        """The record's version (its ETag): the write clock's microseconds, kept as the mtime
+        that every tier already persists, so it needs no field of its own."""
+        return version_of(self.mtime)
 
     @property
     def size(self) -> int:
@@ -182,3 +188,17 @@ class Entry:
 
 # Measured: a slotted Entry, its two floats, the dict slots and the key string cost ~250 B.
 ENTRY_OVERHEAD = 250
+
+
+@dataclass(frozen=True)
+class Change:
+    """One record's new state, as the storage hands it to a tier and a tier reads it back
+    (value None: a delete). `version` is the tier's own when it keeps one (0 otherwise)."""
+
+    collection: str
+    key: str
+    value: bytes | None
+    cls: str
+    mtime: float
+    version: int = 0
+    host: str = ""

@@ -23,11 +23,11 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 import git
@@ -39,7 +39,8 @@ from git.objects.tree import Tree
 from git.refs import SymbolicReference
 from gitdb import IStream, LooseObjectDB
 
-from ..records import exact_bytes
+from ..records import Change, exact_bytes
+from .files import parse as _parse_lines
 
 log = logging.getLogger("spine.git")
 
@@ -95,7 +96,13 @@ class RemoteMoved(GitUnavailable):
 
 
 class GitTier:
-    """Bare repository, index-free commits, push to `branch` on `remote`."""
+    """Bare repository, index-free commits, push to `branch` on `remote`.
+
+    The storage drives it through its replica (segments from pending records, snapshots from
+    the warm files); the contract verbs below (read/write/publish/status, see bootstrap.tiers)
+    serve tools and the contract tests."""
+
+    name: ClassVar[str] = "git"
 
     def __init__(
         self,
@@ -122,8 +129,9 @@ class GitTier:
     def ref(self) -> str:
         return f"refs/heads/{self.branch}"
 
-    def open(self) -> None:
-        """Create or open the bare repository and read the branch tip's manifest."""
+    def open(self) -> float | None:
+        """Create or open the bare repository and read the branch tip's manifest; the time the
+        tip was written (its newest change), None without one."""
         if not (self.path / "HEAD").exists():
             self.path.mkdir(parents=True, exist_ok=True)
             git.Repo.init(self.path, bare=True)
@@ -142,6 +150,7 @@ class GitTier:
             cfg.set_value("fetch", "unpackLimit", "1")
         self._tighten_permissions()
         self._load_state()
+        return self.state.written_at if self.state.head is not None else None
 
     def _tighten_permissions(self) -> None:
         """Take away others' access to anything in the backup repository (files written by
@@ -352,6 +361,60 @@ class GitTier:
         return dict(zip(names, blobs[: len(names)], strict=True)), changes
 
     # -- history --------------------------------------------------------------------------
+    # -- the tier contract ----------------------------------------------------------------
+    def read(self, since: float | None) -> Iterator[Change]:
+        """The tip's records in order (a later change of a key replaces an earlier one): the
+        snapshot when it is newer than `since`, then every change segment line after it."""
+        if self.state.head is None:
+            return
+        snapshot, changes = self.read_tip()
+        at = self.state.snapshot_at
+        if since is None or at > since:
+            for name, blob in sorted(snapshot.items()):
+                collection, cls = _names(name)
+                for key, value, _ in _parse_lines(blob) or []:
+                    yield Change(collection, key, value, cls, at)
+        for rec in changes:
+            if since is None or rec.mtime > since:
+                collection, cls = _names(rec.file)
+                yield Change(collection, rec.key, rec.value, cls, rec.mtime)
+
+    def write(self, changes: Sequence[Change], host: str = "") -> bytes | None:
+        """Commit a batch as one change segment, newest wins: a change not later than what the
+        tip holds for its key is left out (so a replayed batch commits nothing)."""
+        held: dict[tuple[str, str], float] = {}
+        for change in self.read(None):
+            held[(change.collection, change.key)] = change.mtime
+        newest: dict[tuple[str, str], Change] = {}
+        for change in changes:
+            ident = (change.collection, change.key)
+            kept = newest.get(ident)
+            if change.mtime > held.get(ident, float("-inf")) and (
+                kept is None or change.mtime >= kept.mtime
+            ):
+                newest[ident] = change
+        records = [
+            GitRecord(_file_of(c.collection, c.cls), c.key, c.mtime, c.value)
+            for c in newest.values()
+        ]
+        return self.commit_changes(records, host or "spine-agent") if records else None
+
+    def publish(self, deadline: float) -> None:
+        """Push the tip before `deadline` (time.monotonic); GitUnavailable when it cannot."""
+        if self.remote and self.state.head is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise GitUnavailable("no time left to push")
+            self.push(self.known_remote_tip(), timeout=remaining)
+
+    def status(self) -> dict[str, object]:
+        return {
+            "branch": self.branch,
+            "remote": redact(self.remote) if self.remote else None,
+            "head": self.state.head.hex() if self.state.head else None,
+            "segments": len(self.state.segments),
+        }
+
     def commit_count(self) -> int:
         count, sha = 0, self.state.head
         while sha is not None:
@@ -415,7 +478,7 @@ class GitTier:
             return None
         return bytes.fromhex(text) if text else None
 
-    def _record_remote_tip(self, sha: bytes | None) -> None:
+    def record_remote_tip(self, sha: bytes | None) -> None:
         self._tip_file.write_text(sha.hex() if sha else "")
 
     def remote_tip(self, timeout: float = GIT_TIMEOUT) -> bytes | None:
@@ -493,7 +556,7 @@ class GitTier:
             if "stale info" in str(exc) or "rejected" in str(exc):
                 raise RemoteMoved(f"remote branch {self.branch} moved; merging it first") from None
             raise
-        self._record_remote_tip(self.state.head)
+        self.record_remote_tip(self.state.head)
 
     def fetch(self, timeout: float = GIT_TIMEOUT) -> bool:
         """Bring the remote branch in (restore on a new VM). False when the remote lacks it."""
@@ -501,7 +564,7 @@ class GitTier:
             return False
         tip = self.remote_tip(timeout)
         if tip is None:
-            self._record_remote_tip(None)
+            self.record_remote_tip(None)
             return False
         self._git(
             "fetch",
@@ -512,7 +575,7 @@ class GitTier:
             timeout=timeout,
         )
         self._load_state()
-        self._record_remote_tip(self.state.head)
+        self.record_remote_tip(self.state.head)
         return True
 
     def _git(self, *args: str, remote: bool = False, timeout: float = GIT_TIMEOUT) -> str:
@@ -568,3 +631,14 @@ def redact(text: str) -> str:
             word = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
         words.append(word)
     return " ".join(words)
+
+
+def _names(file: str) -> tuple[str, str]:
+    """(collection, class) of a backup file name: `agents.json`, `agents.session.json`."""
+    stem = file[: -len(".json")] if file.endswith(".json") else file
+    collection, _, cls = stem.partition(".")
+    return collection, cls
+
+
+def _file_of(collection: str, cls: str) -> str:
+    return f"{collection}.{cls}.json" if cls in ("session",) else f"{collection}.json"

@@ -12,7 +12,10 @@ import re
 
 import psycopg
 
+from .. import errors
 from ..config import ConfigError
+from ..records import Change
+from . import TierUnavailable
 from .pg_config import redact_dsn
 
 # FATALs that mean "come back later", not "you are not welcome".
@@ -31,21 +34,25 @@ _PREAMBLE = re.compile(
 )
 
 
-class TierUnavailable(RuntimeError):
-    """The tier cannot be reached now; the message is one line and holds no secret."""
-
-
 class ServerRefused(ConfigError):
     """The server answered and said no: fix the configuration, retrying will not help."""
 
 
-class PreconditionFailed(Exception):
-    """A conditional write lost: `current_version` is the stored version (None: absent)."""
+class PreconditionFailed(errors.PreconditionFailed):
+    """A conditional write lost in PostgreSQL: `current_version` is the stored version (None:
+    absent or a tombstone), `current` the stored row when there is one, so the agent can take
+    it and serve the next read fresh. The storage's own class: the API answers 412 for both."""
 
-    def __init__(self, collection: str, key: str, current_version: int | None) -> None:
+    def __init__(
+        self,
+        collection: str,
+        key: str,
+        current_version: int | None,
+        current: Change | None = None,
+    ) -> None:
         shown = "absent" if current_version is None else f"at version {current_version}"
-        super().__init__(f"precondition failed: {collection}/{key} is {shown}")
-        self.current_version = current_version
+        super().__init__(current_version, f"precondition failed: {collection}/{key} is {shown}")
+        self.current = current
 
 
 class ValueTooLarge(ValueError):

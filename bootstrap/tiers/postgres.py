@@ -8,13 +8,15 @@ What it gives the storage:
   written at or after a mark, and the reader's own `.mark` is where the next read starts. The
   cursor is the snapshot's xmin (see pg_sql), so a transaction committing during a read is
   never skipped.
-- `write(changes)` upserts a batch in one statement: idempotent, newest mtime wins, versions
-  +1 per applied write, deletes become tombstones that an older change cannot undo.
-- `submit(change)` does the same through the group committer (sync mode: many request
-  threads, one transaction per round).
+- `write(changes)` upserts a batch in one statement: idempotent, newest version wins, a row's
+  version is GREATEST(incoming, stored + 1), deletes become tombstones that an older change
+  cannot undo.
+- `submit(change)` writes one change forced (it is the newest acknowledged write of its key)
+  through the group committer (sync mode: many request threads, one transaction per round);
+  the version PostgreSQL settled on comes back.
 - `write_conditional(change, if_match=V | if_absent=True)` is the ETag path: it succeeds only
   against stored version V (or an absent/tombstoned key) and otherwise raises
-  PreconditionFailed with the current version.
+  PreconditionFailed with the current version and row.
 - `listen(on_changes, since)` starts the listener: other agents' changes, pushed by
   LISTEN/NOTIFY and resynced by cursor after every reconnect.
 - `status()` (no secrets) and `close()`.
@@ -55,6 +57,7 @@ from .pg_sql import (
     Statements,
     begin_snapshot,
     conditional,
+    current_row,
     current_version,
     stream_rows,
     upsert,
@@ -188,7 +191,7 @@ class PostgresTier:
             raise unavailable(exc) from None
         self._pool = pool
         if self.config.write == "sync":
-            self._committer = GroupCommitter(self.write)
+            self._committer = GroupCommitter(self.write_forced)
         return mark
 
     def close(self) -> None:
@@ -220,23 +223,30 @@ class PostgresTier:
         )
 
     # -- writes --------------------------------------------------------------------------------
-    def write(self, changes: Sequence[Change]) -> list[int]:
+    def write(self, changes: Sequence[Change], forced: bool = False) -> list[int]:
         """Upsert a batch in one transaction; the stored version for each change, in order
-        (a change older than the stored row gets the stored row's version)."""
+        (a change older than the stored row gets the stored row's version). `forced` applies
+        every change whatever the stored version (pg_sql)."""
         if not changes:
             return []
         self._check(changes)
 
         def work(conn: psycopg.Connection) -> dict[tuple[str, str], int]:
-            versions, txids = upsert(conn, self._stmts, changes, self.host)
+            versions, txids = upsert(conn, self._stmts, changes, self.host, forced)
             self._remember(txids)
             return versions
 
-        versions = self._with_conn(work, retry=True)  # a replay is a no-op: safe to retry
+        # A replay is a no-op (forced: a row holding this very write is left as it is): safe
+        # to retry after a dropped connection.
+        versions = self._with_conn(work, retry=True)
         return [versions[(c.collection, c.key)] for c in changes]
 
+    def write_forced(self, changes: Sequence[Change]) -> list[int]:
+        return self.write(changes, forced=True)
+
     def submit(self, change: Change) -> int:
-        """Write one change through the group committer (sync mode); its new version."""
+        """Write one change forced through the group committer (sync mode); the version
+        PostgreSQL settled on."""
         if self._committer is None:
             raise TierUnavailable("postgres tier is not open in sync mode")
         self._check([change])
@@ -259,8 +269,9 @@ class PostgresTier:
         def work(conn: psycopg.Connection) -> int:
             done = conditional(conn, self._stmts, change, self.host, if_match)
             if done is None:
-                now = current_version(conn, self._stmts, change.collection, change.key)
-                raise PreconditionFailed(change.collection, change.key, now)
+                row = current_row(conn, self._stmts, change.collection, change.key)
+                now = None if row is None or row.value is None else row.version
+                raise PreconditionFailed(change.collection, change.key, now, row)
             self._remember([done[1]])
             return done[0]
 

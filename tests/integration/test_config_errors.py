@@ -51,6 +51,9 @@ DANGEROUS: dict[str, tuple[str, str]] = {
     "huge-value": ("log_level: " + "x" * 30_000 + "\n", "log_level='xxx"),
     "oversized-file": ("#" + "x" * 70_000 + "\n", "larger than 64 KiB"),
     "bad-url": ("git:\n  remote: 'https://[::1/x.git'\n", "not a valid URL"),
+    "unknown-tier": ("routes:\n  critical: [files, s3]\n", "unknown tier 's3'"),
+    "cache-to-files": ("routes:\n  cache: [files]\n", "routes.cache=['files']"),
+    "git-before-files": ("routes:\n  critical: [git, files]\n", "list files before git"),
 }
 
 

@@ -69,7 +69,9 @@ def test_no_git_child_left_after_1000_backup_cycles(workdir: Path, remote: BareR
             assert result["commit"] is not None, f"cycle {cycle} committed nothing"
             commits += 1
             if push:
-                assert storage.backup.last_push_error is None, storage.backup.last_push_error
+                assert storage.status()["backup"]["last_push_error"] is None, storage.status()[
+                    "backup"
+                ]["last_push_error"]
                 pushes += 1
             if cycle % CHECK_EVERY == 0:
                 assert git_children(me) == [], f"after cycle {cycle}"
@@ -81,11 +83,11 @@ def test_no_git_child_left_after_1000_backup_cycles(workdir: Path, remote: BareR
     assert git_children(me) == []
     assert commits == CYCLES and pushes == CYCLES // PUSH_EVERY
     # History stayed bounded: squashes ran (the chain is far shorter than 1,000 commits).
-    storage.git.open()
+    storage.tier_backend("git").open()
     try:
-        assert storage.git.commit_count() < CYCLES // 4
+        assert storage.tier_backend("git").commit_count() < CYCLES // 4
     finally:
-        storage.git.close()
+        storage.tier_backend("git").close()
     assert git_children(me) == []
     # The remote holds the last pushed state, readable by plain git.
     assert remote.branch_sha("backup/leak") is not None

@@ -12,6 +12,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
 import psutil
+import pytest
+
+from bootstrap.client import ApiClient, record_path
 
 from .conftest import Agent, AgentFactory
 
@@ -184,3 +187,26 @@ def test_over_max_connections_new_clients_get_a_clean_503_then_service(
     assert agent.running()
     assert agent.stop() == 0
     agent.assert_clean_logs()
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT"])
+def test_the_shared_client_outlives_the_agents_idle_timeout(
+    agents: AgentFactory, method: str
+) -> None:
+    """The agent closes a kept-alive connection after api.idle_timeout; the next request of the
+    shared client (CLI, tests, bench) goes on a fresh connection instead of failing with a
+    broken pipe (a slow thread under load met this in the If-Match counter test)."""
+    agent = agents.new(api={"idle_timeout": "1s"}).start()
+    client = ApiClient(agent.socket_path)
+    assert client.put_record("agents", "a", b"1").status == 200
+    time.sleep(2.5)  # past the idle timeout: the agent has closed this connection
+    reply = (
+        client.put_record("agents", "a", b"2")
+        if method == "PUT"
+        else client.request("GET", record_path("agents", "a"))
+    )
+    assert reply.status == 200
+    assert client.request("GET", record_path("agents", "a")).body == (
+        b"2" if method == "PUT" else b"1"
+    )
+    client.close()

@@ -4,10 +4,11 @@ Hypothesis drives a real HybridStorage on a real directory (real journal, warm f
 through puts of every class and class overrides, deletes, tiering passes, evictions (the clock
 moves past hot_age), git backups, reads of evicted records while a pass renames their file, a
 crash (the storage is abandoned without a flush, as `kill -9` leaves it, and reopened), a clean
-restart, memory compaction after deletes, the journal checkpoint at start, and injected I/O
+restart, memory compaction after deletes, the journal checkpoint at start, conditional puts
+and deletes (If-Match at the current or a stale version, If-None-Match: *), and injected I/O
 errors: a full disk in journal appends (a short write), in warm-file writes and in renames.
-After every step each record reads back as the model's acknowledged value, and no acknowledged
-delete comes back.
+After every step each record reads back as the model's acknowledged value with the version
+acknowledged for it (through crashes and restarts too), and no acknowledged delete comes back.
 
 Fault injection wraps the real `os` functions of the journal and warm-file modules (the call
 still goes to the OS unless a fault is armed); nothing else is replaced.
@@ -39,10 +40,12 @@ from hypothesis.stateful import (
 )
 
 import bootstrap.durable as durable_module
+import bootstrap.journal as journal_module
+import bootstrap.memory as memory_module
 import bootstrap.storage as storage_module
 import bootstrap.tiers.files as files_module
-import bootstrap.tiers.journal as journal_module
 from bootstrap.config import config_from_mapping
+from bootstrap.errors import PreconditionFailed
 from bootstrap.records import PersistenceClass
 from bootstrap.storage import HybridStorage, StorageFull
 
@@ -119,8 +122,8 @@ def make_machine(faults: Faults) -> type[RuleBasedStateMachine]:
                     "git": {"branch": "backup/model"},
                 }
             )
-            # The model: (collection, key) -> (JSON bytes, class) of acknowledged writes.
-            self.model: dict[tuple[str, str], tuple[bytes, PersistenceClass]] = {}
+            # The model: (collection, key) -> (JSON bytes, class, version) of acknowledged writes.
+            self.model: dict[tuple[str, str], tuple[bytes, PersistenceClass, int]] = {}
             self.storage = self._open()
             faults.clear()
 
@@ -156,11 +159,74 @@ def make_machine(faults: Faults) -> type[RuleBasedStateMachine]:
             raw = orjson.dumps(value)
             cls = self.storage.resolve_class(collection, override)
             try:
-                self.storage.put(collection, key, value, cls=override)
+                _, version = self.storage.put_versioned(collection, key, value, cls=override)
             except StorageFull:
                 assert faults.journal_writes == 0
                 return  # refused: nothing changed
-            self.model[(collection, key)] = (raw, cls)
+            self._acknowledge(collection, key, raw, cls, version)
+
+        def _acknowledge(
+            self, collection: str, key: str, raw: bytes, cls: PersistenceClass, version: int
+        ) -> None:
+            held = self.model.get((collection, key))
+            if held is not None:
+                assert version > held[2], f"{collection}/{key}: version went {held[2]} -> {version}"
+            self.model[(collection, key)] = (raw, cls, version)
+
+        @rule(
+            collection=st.sampled_from(COLLECTIONS[:3]),
+            key=st.sampled_from(KEYS),
+            n=st.integers(0, 10**6),
+            mode=st.sampled_from(["match-current", "match-stale", "absent"]),
+        )
+        def conditional_put(self, collection: str, key: str, n: int, mode: str) -> None:
+            """If-Match / If-None-Match: * on records of a durable class (a cache record may
+            vanish from memory at any time, so its precondition is not the model's to say)."""
+            held = self.model.get((collection, key))
+            if held is not None and held[1] is PersistenceClass.CACHE:
+                return
+            value = {"key": f"{collection}/{key}", "n": n, "pad": ""}
+            current = None if held is None else held[2]
+            condition: dict[str, Any]
+            if mode == "absent":
+                condition, wins = {"if_absent": True}, held is None
+            elif mode == "match-current":
+                condition, wins = {"if_match": current or 17}, held is not None
+            else:
+                condition, wins = {"if_match": (current or 18) - 1}, False
+            try:
+                _, version = self.storage.put_versioned(collection, key, value, **condition)
+            except StorageFull:
+                return
+            except PreconditionFailed as failed:
+                assert not wins, f"{collection}/{key} {mode}: refused, stored {current}"
+                assert failed.current_version == current
+                return
+            assert wins, f"{collection}/{key} {mode}: written over version {current}"
+            cls = self.storage.resolve_class(collection, None)
+            self._acknowledge(collection, key, orjson.dumps(value), cls, version)
+
+        @rule(
+            collection=st.sampled_from(COLLECTIONS[:3]),
+            key=st.sampled_from(KEYS),
+            stale=st.booleans(),
+        )
+        def conditional_delete(self, collection: str, key: str, stale: bool) -> None:
+            held = self.model.get((collection, key))
+            if held is not None and held[1] is PersistenceClass.CACHE:
+                return
+            current = None if held is None else held[2]
+            expected = (current or 17) - (1 if stale else 0)
+            try:
+                deleted = self.storage.delete(collection, key, if_match=expected)
+            except StorageFull:
+                return
+            except PreconditionFailed as failed:
+                assert stale or held is None, f"{collection}/{key}: refused at {current}"
+                assert failed.current_version == current
+                return
+            assert deleted and not stale and held is not None
+            del self.model[(collection, key)]
 
         @rule(collection=st.sampled_from(COLLECTIONS), key=st.sampled_from(KEYS))
         def delete(self, collection: str, key: str) -> None:
@@ -204,15 +270,17 @@ def make_machine(faults: Faults) -> type[RuleBasedStateMachine]:
                         seen.append(((collection, key), exc))
 
             def overwrite_all() -> None:
-                for (collection, key), (raw, cls) in list(self.model.items()):
+                for (collection, key), (raw, cls, _) in list(self.model.items()):
                     value = orjson.loads(raw)
                     value["n"] += 1
                     try:
-                        self.storage.put(collection, key, value, cls=cls.value)
+                        _, version = self.storage.put_versioned(
+                            collection, key, value, cls=cls.value
+                        )
                     except StorageFull:
                         continue
                     new = orjson.dumps(value)
-                    self.model[(collection, key)] = (new, cls)
+                    self._acknowledge(collection, key, new, cls, version)
                     expected[(collection, key)].add(new)
 
             def on_rename(name: str) -> None:
@@ -232,7 +300,7 @@ def make_machine(faults: Faults) -> type[RuleBasedStateMachine]:
                 for thread in threads:
                     thread.join(30)
             for (collection, key), got in seen:
-                if got is None and self.model.get((collection, key), (b"", None))[1] is (
+                if got is None and self.model.get((collection, key), (b"", None, 0))[1] is (
                     PersistenceClass.CACHE
                 ):
                     continue
@@ -280,6 +348,10 @@ def make_machine(faults: Faults) -> type[RuleBasedStateMachine]:
                             del self.model[(collection, key)]
                     else:
                         assert got == held[0], f"{collection}/{key}: {got!r} != {held[0]!r}"
+                        version = self.storage.current_version(collection, key)
+                        assert version == held[2], (
+                            f"{collection}/{key}: version {version} != {held[2]}"
+                        )
 
         @invariant()
         def listing_matches(self) -> None:
@@ -307,7 +379,7 @@ def test_the_engine_matches_a_dict_through_every_interleaving(
     monkeypatch.setattr(durable_module, "os", faults.durable_os())
     monkeypatch.setattr(files_module, "os", faults.files_os())
     # Memory compaction (after many deletes) rebuilds every entry: let it happen in the model.
-    monkeypatch.setattr(storage_module, "COMPACT_AFTER_REMOVED", 2)
+    monkeypatch.setattr(memory_module, "COMPACT_AFTER_REMOVED", 2)
     # So is the journal checkpoint at start (files, a git commit, segments dropped).
     monkeypatch.setattr(storage_module, "JOURNAL_CHECKPOINT_BYTES", 4096)
     machine = make_machine(faults)

@@ -120,7 +120,7 @@ def test_unix_socket_dsn_as_cloud_sql_mounts_it(pg_db: PgDatabase, tmp_path: Pat
     tier = tier_for(pg_db.section(dsn=pg_db.socket_dsn()), tmp_path)
     tier.open()
     try:
-        assert tier.write([put("k", b"1", 1.0)]) == [1]
+        assert tier.write([put("k", b"1", 1.0)]) == [1_000_000]
     finally:
         tier.close()
 
@@ -340,7 +340,7 @@ def test_password_is_read_again_when_reconnecting(pg_db: PgDatabase, tmp_path: P
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
                 ("spine_rotate",),
             )
-        assert tier.write([put("after", b"1", 1.0)]) == [1]
+        assert tier.write([put("after", b"1", 1.0)]) == [1_000_000]
         assert "second-pw" not in repr(tier.status())
     finally:
         tier.close()

@@ -223,3 +223,19 @@ def test_a_metadata_url_that_is_not_http_is_refused(tmp_path: Path) -> None:
     }
     message = refused(section, tmp_path)
     assert "postgres.metadata_url='file:///etc/passwd'" in message and "http://" in message
+
+
+def test_the_sidecars_environment_turns_iam_on(tmp_path: Path) -> None:
+    """Cloud Run configures the agent by environment alone (infra/components/service.py)."""
+    from bootstrap.config import load_config
+
+    config = load_config(env={
+        "SUPER_SPINE_STORAGE_PATH": str(tmp_path),
+        "SUPER_SPINE_POSTGRES__DSN": "host=/cloudsql/p:r:i dbname=superspine user=sa@p.iam",
+        "SUPER_SPINE_POSTGRES__AUTH": "iam",
+        "SUPER_SPINE_POSTGRES__WRITE": "sync",
+        "SUPER_SPINE_POSTGRES__METADATA_URL": "http://127.0.0.1:9/computeMetadata/v1",
+    })
+    assert config.postgres is not None
+    assert (config.postgres.auth, config.postgres.write) == ("iam", "sync")
+    assert config.postgres.token_source is not None

@@ -49,31 +49,59 @@ def stored(tier: PostgresTier) -> dict[str, Change]:
     return {c.key: c for c in tier.read(None)}
 
 
+def v(seconds: float) -> int:
+    """The version an agent's write clock gives a change at that time (µs)."""
+    return round(seconds * 1_000_000)
+
+
 def test_values_read_back_byte_for_byte(make_tier: TierFactory) -> None:
     tier = make_tier()
     odd = b'{"b": 1,   "a": [2, 1], "a": 3, "s": "\\u00e9\xc3\xa9 \\u0000"}'
-    assert tier.write([put("k", odd, 1.0), put("n", b"12.50", 1.0)]) == [1, 1]
+    assert tier.write([put("k", odd, 1.0), put("n", b"12.50", 1.0)]) == [v(1), v(1)]
     rows = stored(tier)
     assert rows["k"].value == odd  # json, not jsonb: order, spaces, duplicates kept
     assert rows["n"].value == b"12.50"
-    assert (rows["k"].version, rows["k"].host, rows["k"].cls) == (1, "a", "critical")
+    assert (rows["k"].version, rows["k"].host, rows["k"].cls) == (v(1), "a", "critical")
+    assert rows["k"].mtime == 1.0, "the mtime is the version's seconds"
 
 
-def test_versions_count_every_applied_write_including_deletes(make_tier: TierFactory) -> None:
+def test_a_change_keeps_its_own_version_when_it_is_the_newest(make_tier: TierFactory) -> None:
     tier = make_tier()
-    assert tier.write([put("k", b"1", 1.0)]) == [1]
-    assert tier.write([put("k", b"2", 2.0)]) == [2]
-    assert tier.write([put("k", None, 3.0)]) == [3]
-    assert tier.write([put("k", b"4", 4.0)]) == [4]
+    assert tier.write([put("k", b"1", 1.0)]) == [v(1)]
+    assert tier.write([put("k", b"2", 2.0)]) == [v(2)]
+    assert tier.write([put("k", None, 3.0)]) == [v(3)]
+    assert tier.write([put("k", b"4", 4.0)]) == [v(4)]
     assert stored(tier)["k"].value == b"4"
 
 
-def test_newest_mtime_wins_and_an_older_change_gets_the_stored_version(
+def test_a_forced_write_takes_greatest_of_its_version_and_the_stored_plus_one(
+    make_tier: TierFactory,
+) -> None:
+    """Sync mode: the acknowledged write is applied even when its agent's clock is behind,
+    and gets a version above the stored one, which every agent then serves as its ETag."""
+    tier = make_tier()
+    tier.write([put("k", b'"from-b"', 5.0, host="b")])  # another agent, clock ahead
+    assert tier.write_forced([put("k", b'"from-a"', 4.0)]) == [v(5) + 1]
+    row = stored(tier)["k"]
+    assert (row.value, row.version, row.mtime) == (b'"from-a"', v(5) + 1, (v(5) + 1) / 1e6)
+    assert tier.write_forced([put("k", b'"later"', 9.0)]) == [v(9)], "ahead: its own version"
+
+
+def test_a_forced_write_replayed_after_a_lost_reply_is_a_no_op(make_tier: TierFactory) -> None:
+    tier = make_tier()
+    tier.write([put("k", b"1", 5.0, host="b")])
+    change = put("k", b"2", 4.0)
+    first = tier.write_forced([change])
+    assert tier.write_forced([change]) == first == [v(5) + 1]
+    assert stored(tier)["k"].version == v(5) + 1
+
+
+def test_newest_version_wins_and_an_older_change_gets_the_stored_version(
     make_tier: TierFactory,
 ) -> None:
     tier = make_tier()
     tier.write([put("k", b'"new"', 5.0)])
-    assert tier.write([put("k", b'"old"', 4.0)]) == [1]
+    assert tier.write([put("k", b'"old"', 4.0)]) == [v(5)]
     assert stored(tier)["k"].value == b'"new"'
 
 
@@ -81,8 +109,10 @@ def test_replaying_a_batch_is_a_no_op(make_tier: TierFactory) -> None:
     tier = make_tier()
     batch = [put(f"k{i}", f"{i}".encode(), 10.0 + i) for i in range(50)]
     first = tier.write(batch)
-    assert tier.write(batch) == first == [1] * 50
-    assert {c.version for c in stored(tier).values()} == {1}
+    assert tier.write(batch) == first == [v(10.0 + i) for i in range(50)]
+    assert {c.key: c.version for c in stored(tier).values()} == {
+        f"k{i}": v(10.0 + i) for i in range(50)
+    }
 
 
 def test_a_delete_never_comes_back_from_an_older_copy(make_tier: TierFactory) -> None:
@@ -91,13 +121,13 @@ def test_a_delete_never_comes_back_from_an_older_copy(make_tier: TierFactory) ->
     tier.write([put("k", None, 3.0)])
     tier.write([put("k", b"1", 2.0)])  # e.g. another agent's stale warm file
     row = stored(tier)["k"]
-    assert (row.value, row.version) == (None, 2)
+    assert (row.value, row.version) == (None, v(3))
     # and a delete of a key never seen still blocks older copies of it
     tier.write([put("ghost", None, 9.0), put("ghost", b"1", 8.0)])
     assert stored(tier)["ghost"].value is None
 
 
-def test_equal_mtimes_resolve_the_same_way_in_any_order(make_tier: TierFactory) -> None:
+def test_equal_versions_resolve_the_same_way_in_any_order(make_tier: TierFactory) -> None:
     tier = make_tier()
     a, b = put("x", b'"from-a"', 7.0, host="a"), put("x", b'"from-b"', 7.0, host="b")
     tier.write([a])
@@ -106,12 +136,13 @@ def test_equal_mtimes_resolve_the_same_way_in_any_order(make_tier: TierFactory) 
     tier.write([Change("agents", "y", b'"from-a"', "critical", 7.0, host="a")])
     rows = stored(tier)
     assert rows["x"].value == rows["y"].value == b'"from-b"'  # the greater host wins
-    assert (rows["x"].version, rows["y"].version) == (2, 1)
+    # the winner over an equal version takes stored + 1, so agents holding the loser take it
+    assert (rows["x"].version, rows["y"].version) == (v(7) + 1, v(7))
 
 
 def test_duplicate_keys_in_one_batch_keep_the_newest(make_tier: TierFactory) -> None:
     tier = make_tier()
-    assert tier.write([put("k", b"2", 2.0), put("k", b"1", 1.0)]) == [1, 1]
+    assert tier.write([put("k", b"2", 2.0), put("k", b"1", 1.0)]) == [v(2), v(2)]
     assert stored(tier)["k"].value == b"2"
 
 
@@ -147,33 +178,45 @@ def test_bad_changes_are_one_line_errors(
 def test_if_match_succeeds_only_against_the_stored_version(make_tier: TierFactory) -> None:
     tier = make_tier()
     tier.write([put("k", b"1", 1.0)])
-    assert tier.write_conditional(put("k", b"2", 2.0), if_match=1) == 2
+    assert tier.write_conditional(put("k", b"2", 2.0), if_match=v(1)) == v(2)
     with pytest.raises(PreconditionFailed) as caught:
-        tier.write_conditional(put("k", b"3", 3.0), if_match=1)
-    assert caught.value.current_version == 2
-    assert str(caught.value) == "precondition failed: agents/k is at version 2"
+        tier.write_conditional(put("k", b"3", 3.0), if_match=v(1))
+    assert caught.value.current_version == v(2)
+    assert str(caught.value) == f"precondition failed: agents/k is at version {v(2)}"
+    current = caught.value.current
+    assert current is not None and (current.value, current.version) == (b"2", v(2))
     assert stored(tier)["k"].value == b"2"
+
+
+def test_if_match_with_a_clock_behind_still_moves_the_version_up(make_tier: TierFactory) -> None:
+    tier = make_tier()
+    tier.write([put("k", b"1", 5.0, host="b")])
+    assert tier.write_conditional(put("k", b"2", 1.0), if_match=v(5)) == v(5) + 1
 
 
 def test_if_match_delete_and_tombstones_count_as_absent(make_tier: TierFactory) -> None:
     tier = make_tier()
     tier.write([put("k", b"1", 1.0)])
-    assert tier.write_conditional(put("k", None, 2.0), if_match=1) == 2
+    assert tier.write_conditional(put("k", None, 2.0), if_match=v(1)) == v(2)
     with pytest.raises(PreconditionFailed) as caught:
-        tier.write_conditional(put("k", b"3", 3.0), if_match=2)  # the tombstone's version
+        tier.write_conditional(put("k", b"3", 3.0), if_match=v(2))  # the tombstone's version
     assert caught.value.current_version is None
-    assert tier.write_conditional(put("k", b"4", 4.0), if_absent=True) == 3
+    tombstone = caught.value.current
+    assert tombstone is not None and (tombstone.value, tombstone.version) == (None, v(2))
+    # created again over its tombstone: never a version it had before
+    assert tier.write_conditional(put("k", b"4", 1.5), if_absent=True) == v(2) + 1
     assert stored(tier)["k"].value == b"4"
 
 
 def test_if_absent_creates_only(make_tier: TierFactory) -> None:
     tier = make_tier()
-    assert tier.write_conditional(put("k", b"1", 1.0), if_absent=True) == 1
+    assert tier.write_conditional(put("k", b"1", 1.0), if_absent=True) == v(1)
     with pytest.raises(PreconditionFailed) as caught:
         tier.write_conditional(put("k", b"2", 2.0), if_absent=True)
-    assert caught.value.current_version == 1
-    with pytest.raises(PreconditionFailed):
+    assert caught.value.current_version == v(1)
+    with pytest.raises(PreconditionFailed) as missing:
         tier.write_conditional(put("missing", b"2", 2.0), if_match=1)
+    assert (missing.value.current_version, missing.value.current) == (None, None)
 
 
 def test_conditional_argument_errors(make_tier: TierFactory) -> None:
@@ -197,7 +240,7 @@ def test_if_match_increments_from_many_threads_lose_nothing(make_tier: TierFacto
                 value = int(row.value or b"0") + 1
                 try:
                     tier.write_conditional(
-                        put("counter", str(value).encode(), float(value)), if_match=row.version
+                        put("counter", str(value).encode(), 1.0), if_match=row.version
                     )
                     break
                 except PreconditionFailed:
@@ -210,7 +253,8 @@ def test_if_match_increments_from_many_threads_lose_nothing(make_tier: TierFacto
         thread.join(120)
     final = stored(tiers[0])["counter"]
     assert final.value == str(6 * per_thread).encode()
-    assert final.version == 6 * per_thread + 1
+    # the first write takes its own version, every later one (its clock behind) stored + 1
+    assert final.version == v(1) + 6 * per_thread - 1
 
 
 def test_group_commit_puts_one_key_at_most_once_in_a_round() -> None:
@@ -258,7 +302,7 @@ def test_a_bad_value_in_a_group_fails_only_its_own_writer(make_tier: TierFactory
     for thread in threads:
         thread.join(60)
     assert isinstance(outcomes.pop("bad"), ValueError)
-    assert outcomes == {f"k{n}": 1 for n in range(5)}
+    assert outcomes == {f"k{n}": v(1) for n in range(5)}
     assert sorted(stored(tier)) == [f"k{n}" for n in range(5)]
 
 

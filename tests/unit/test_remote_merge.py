@@ -34,7 +34,7 @@ def test_vm_started_without_remote_merges_the_old_backup_before_pushing(
     first.put("agents", "from-a", {"vm": "a"})
     first.put("agents", "shared", {"vm": "a"})
     first.backup_git()
-    assert first.backup.last_push_error is None
+    assert first.status()["backup"]["last_push_error"] is None
     first.close(backup=False)
 
     hidden = tmp_path / "remote-away.git"
@@ -45,7 +45,7 @@ def test_vm_started_without_remote_merges_the_old_backup_before_pushing(
     second.put("agents", "from-b", {"vm": "b"})
     second.put("agents", "shared", {"vm": "b"})  # newer than a's copy
     second.backup_git()
-    assert second.backup.last_push_error is not None
+    assert second.status()["backup"]["last_push_error"] is not None
     hidden.rename(remote)  # it is back
 
     assert second.push() is True
@@ -76,6 +76,6 @@ def test_restart_of_the_same_vm_does_not_remerge(tmp_path: Path, clock: FakeCloc
     storage.initialize()
     storage.delete("agents", "a")
     storage.backup_git()
-    assert storage.backup.last_push_error is None
+    assert storage.status()["backup"]["last_push_error"] is None
     assert storage.get("agents", "a") is None  # the remote's old copy did not come back
     storage.close(backup=False)

@@ -27,7 +27,7 @@ def test_records_go_as_far_as_their_class(make_storage, tmp_path) -> None:
     assert orjson.loads((root / "agents.json").read_bytes()) == {"a": {"v": 1}}
     assert orjson.loads((root / "stats.json").read_bytes()) == {"s": {"v": 2}}
     assert not (root / "cache.json").exists()
-    snapshot, _ = storage.git.read_tip()
+    snapshot, _ = storage.tier_backend("git").read_tip()
     assert set(snapshot) >= {"agents.json"}
     assert b'"a"' in snapshot["agents.json"]
     assert not any(b'"s"' in blob for blob in snapshot.values())
@@ -41,7 +41,7 @@ def test_class_parameter_overrides_the_map(make_storage, tmp_path) -> None:
     storage.backup_git(push=False)
     root = tmp_path / "storage"
     assert orjson.loads((root / "agents.session.json").read_bytes()) == {"tmp": {"v": 1}}
-    snapshot, _ = storage.git.read_tip()
+    snapshot, _ = storage.tier_backend("git").read_tip()
     assert "stats.critical.json" in snapshot and b"tmp" not in b"".join(snapshot.values())
     with pytest.raises(BadRequest, match="unknown class"):
         storage.put("agents", "x", 1, cls="forever")
@@ -133,10 +133,10 @@ def test_critical_change_older_than_warm_age_triggers_git(make_storage, clock) -
     storage = make_storage(tiering={"git_backup_interval": "10h", "warm_age": "30min"})
     storage.put("agents", "a", 1)
     storage.tier()
-    assert storage.git.state.head is None
+    assert storage.tier_backend("git").state.head is None
     clock.advance(1801)
     storage.tier()
-    assert storage.git.state.head is not None
+    assert storage.tier_backend("git").state.head is not None
 
 
 def test_git_interval_triggers_backup(make_storage, clock) -> None:
@@ -145,7 +145,7 @@ def test_git_interval_triggers_backup(make_storage, clock) -> None:
     clock.advance(1801)
     storage.put("agents", "a", 1)
     storage.tier()
-    assert storage.backup.last_commit is not None
+    assert storage.status()["backup"]["last_commit_at"] is not None
 
 
 def test_delete_reaches_files_and_git(make_storage, tmp_path) -> None:
@@ -159,7 +159,7 @@ def test_delete_reaches_files_and_git(make_storage, tmp_path) -> None:
     storage.tier()
     storage.backup_git(push=False)
     assert orjson.loads((tmp_path / "storage" / "agents.json").read_bytes()) == {"b": 2}
-    _, changes = storage.git.read_tip()
+    _, changes = storage.tier_backend("git").read_tip()
     assert [(c.key, c.value) for c in changes] == [("a", None)]
 
 

@@ -19,8 +19,8 @@ from typing import NamedTuple
 
 import orjson
 
-from ..durable import fsync_dir
-from ..records import exact_bytes
+from .durable import fsync_dir
+from .records import exact_bytes
 
 log = logging.getLogger("spine.journal")
 
@@ -200,12 +200,29 @@ class Journal:
         return self._synced_seq
 
     # -- checkpoints ----------------------------------------------------------------------
+    @property
+    def segment(self) -> int:
+        """The number of the segment appends go to now (every earlier one is closed)."""
+        return self._segment_no
+
     def rotate(self) -> int:
-        """Start a new segment; return the number of the last closed one (for `drop_through`)."""
-        self.sync()
-        with self._lock:
+        """Start a new segment; return the number of the last closed one (for `drop_through`).
+
+        The old segment is synced and switched under both locks: a line appended between a
+        separate sync and the switch would sit unsynced in a closed segment while a later sync
+        of the new one counted it durable, and a sync running meanwhile would fdatasync a
+        closed (or reused) descriptor."""
+        with self._sync_lock, self._lock:
+            seq = self._seq
+            try:
+                os.fdatasync(self._fd)
+            except OSError as exc:
+                raise JournalWriteError(
+                    exc.errno, f"journal fdatasync failed: {exc.strerror}"
+                ) from exc
             closed = self._segment_no
             self._start_segment(closed + 1)
+            self._synced_seq = max(self._synced_seq, seq)
         return closed
 
     def drop_through(self, segment_no: int) -> int:
