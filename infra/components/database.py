@@ -134,9 +134,12 @@ class Database(pulumi.ComponentResource):
         )
         self.connection_name = self.instance.connection_name
         self.private_ip = self.instance.private_ip_address
-        # The instance's server CA (public): clients verify the server with it (verify-ca).
+        # The instance's server CAs (public; two during a CA rotation): clients verify the
+        # server with them (verify-ca), so all of them go into the one PEM bundle.
         self.server_ca_cert: pulumi.Output[str] = self.instance.server_ca_certs.apply(
-            lambda certs: str(certs[0].cert) if certs and certs[0].cert else ""
+            lambda certs: "".join(
+                str(cert.cert).strip() + "\n" for cert in certs or [] if cert.cert
+            )
         )
 
         self.database = gcp.sql.Database(
