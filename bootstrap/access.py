@@ -3,6 +3,7 @@
 The unix socket is guarded by its file mode. Loopback TCP is reachable by every local process and
 by any web page a local browser opens, through DNS rebinding (a name the attacker controls that
 resolves to 127.0.0.1). So TCP requests must name a loopback host and carry the bearer token.
+The optional health port (api.health_port) answers the health check alone, to anyone.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1")
+HEALTH_PATH = "/v1/health"
 MAX_SHOWN = 80
 
 
@@ -54,6 +56,27 @@ class TcpGuard:
             await _refuse(send, 401, "Authorization: Bearer <api.token_file> is required on TCP")
             return
         await self.app(scope, receive, send)
+
+
+class HealthPortGate:
+    """ASGI wrapper: requests to the health port reach GET/HEAD /v1/health of the bare app (no
+    token: it tells nothing but "serving"); anything else there is a 404. Requests on every
+    other socket go to `app` (the unix socket, or the token-guarded TCP port)."""
+
+    def __init__(self, app: ASGIApp, bare: ASGIApp, port: int) -> None:
+        self.app = app
+        self.bare = bare
+        self.port = port
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        server = scope.get("server")
+        if scope["type"] != "http" or server is None or server[1] != self.port:
+            await self.app(scope, receive, send)
+            return
+        if scope.get("path") != HEALTH_PATH or scope.get("method") not in ("GET", "HEAD"):
+            await _refuse(send, 404, f"this port answers GET {HEALTH_PATH} only")
+            return
+        await self.bare(scope, receive, send)
 
 
 async def _refuse(send: Send, status: int, message: str) -> None:

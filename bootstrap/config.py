@@ -7,6 +7,7 @@ back to a default on a production VM.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import reprlib
 import socket
@@ -60,6 +61,7 @@ DEFAULTS: dict[str, Any] = {
     "api.idle_timeout": "5s",
     "api.max_batch_ops": 1000,
     "api.max_batch_bytes": "16MB",
+    "api.health_address": "127.0.0.1",
     "preemption.watch": "auto",
     "preemption.metadata_url": "http://metadata.google.internal/computeMetadata/v1",
 }
@@ -181,6 +183,10 @@ class ApiConfig:
     # operations in one bulk read, bulk write or transaction, and the bytes of its body
     max_batch_ops: int = DEFAULTS["api.max_batch_ops"]
     max_batch_bytes: int = _default_bytes("api.max_batch_bytes")
+    # A TCP port that answers GET /v1/health and nothing else, without a token: for probes
+    # that cannot read a unix socket (Cloud Run's startup probe of the sidecar).
+    health_port: int | None = None
+    health_address: str = DEFAULTS["api.health_address"]
 
 
 @dataclass(frozen=True)
@@ -246,11 +252,15 @@ _SECTION_KEYS = {
         "idle_timeout",
         "max_batch_ops",
         "max_batch_bytes",
+        "health_port",
+        "health_address",
     },
     "preemption": {"watch", "metadata_url"},
     "routes": {c.value for c in PersistenceClass},
     # checked by the postgres tier's own parser (bootstrap.tiers.pg_config)
-    "postgres": {"dsn", "password_file", "classes", "write", "max_lag", "schema"},
+    "postgres": {
+        "dsn", "password_file", "classes", "write", "max_lag", "schema", "auth", "metadata_url"
+    },
 }
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -422,6 +432,10 @@ def _api_limits(api_raw: dict[str, Any], api: ApiConfig) -> ApiConfig:
     batch_bytes = _size("api.max_batch_bytes", _given(api_raw, "api.max_batch_bytes"))
     if idle != int(idle):  # uvicorn's keep-alive time is whole seconds
         raise ConfigError("api.idle_timeout", api_raw.get("idle_timeout"), "must be whole seconds")
+    health_port = _port("api.health_port", api_raw.get("health_port"))
+    health_address = _ip_address("api.health_address", _given(api_raw, "api.health_address"))
+    if health_port is not None and health_port == api.tcp_port:
+        raise ConfigError("api.health_port", health_port, "must differ from api.tcp_port")
     if api.tcp_port is not None:
         if api.token_file is None:
             raise ConfigError(
@@ -435,7 +449,17 @@ def _api_limits(api_raw: dict[str, Any], api: ApiConfig) -> ApiConfig:
         idle_timeout=int(idle),
         max_batch_ops=batch_ops,
         max_batch_bytes=batch_bytes,
+        health_port=health_port,
+        health_address=health_address,
     )
+
+
+def _ip_address(key: str, value: Any) -> str:
+    """An IP literal to bind (no host names: resolving one at start may hang or change)."""
+    try:
+        return str(ipaddress.ip_address(str(value).strip()))
+    except ValueError:
+        raise ConfigError(key, value, "expected an IP address such as 127.0.0.1") from None
 
 
 def read_token_file(path: Path) -> bytes:

@@ -17,7 +17,7 @@ from pathlib import Path
 import uvicorn
 from starlette.types import ASGIApp
 
-from .access import TcpGuard
+from .access import HealthPortGate, TcpGuard
 from .api import build_app
 from .config import AgentConfig, ApiConfig, read_token_file
 from .http_limits import bounded_protocol, fit_connection_limit
@@ -77,10 +77,11 @@ def bind_unix_socket(path: Path, mode: int) -> socket.socket:
     return sock
 
 
-def bind_tcp_loopback(port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+def bind_tcp(port: int, address: str = "127.0.0.1") -> socket.socket:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
+    sock.bind((address, port))
     sock.listen(1024)
     sock.setblocking(False)
     return sock
@@ -142,11 +143,16 @@ def run_daemon(config: AgentConfig) -> int:
         return 0
     sockets = [bind_unix_socket(config.api.socket, config.api.socket_mode)]
     if config.api.tcp_port:
-        sockets.append(bind_tcp_loopback(config.api.tcp_port))
+        sockets.append(bind_tcp(config.api.tcp_port))
+    if config.api.health_port:
+        sockets.append(bind_tcp(config.api.health_port, config.api.health_address))
     app = build_app(agent.storage, on_tier=agent.hooks.on_tiering_pass)
+    served = app
     if config.api.tcp_port and config.api.token_file:
-        app = TcpGuard(app, config.api.tcp_port, read_token_file(config.api.token_file))
-    server = AgentServer(server_config(app, config.api))
+        served = TcpGuard(app, config.api.tcp_port, read_token_file(config.api.token_file))
+    if config.api.health_port:
+        served = HealthPortGate(served, app, config.api.health_port)
+    server = AgentServer(server_config(served, config.api))
 
     async def main() -> None:
         serve = asyncio.create_task(server.serve(sockets=sockets))

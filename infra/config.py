@@ -84,6 +84,7 @@ DEFAULTS: dict[str, Any] = {
     "externalIp": False,
     "sshUser": "",
     "serviceImage": "",
+    "agentImage": "",
     "serviceMinInstances": 0,
     "serviceMaxInstances": 2,
     "serviceCpu": "1",
@@ -205,6 +206,8 @@ class VmConfig:
 
 @dataclass(frozen=True)
 class ServiceConfig:
+    """The Cloud Run service: the user's app (ingress) and the agent beside it (sidecar)."""
+
     image: str | None
     min_instances: int
     max_instances: int
@@ -212,6 +215,8 @@ class ServiceConfig:
     memory: str
     ingress: str
     invokers: tuple[str, ...]
+    # The agent's image (`make image`, pushed to Artifact Registry): the sidecar's.
+    agent_image: str | None = None
 
 
 @dataclass(frozen=True)
@@ -490,22 +495,33 @@ def _check_disk_fits_family(r: _Reader, vm: VmConfig, disk: DiskConfig) -> None:
         )
 
 
-def _service(r: _Reader, topology: str) -> ServiceConfig:
-    image = r.string("serviceImage")
+def _image(r: _Reader, key: str, example: str, topology: str) -> str | None:
+    """A container image reference, required for the cloudrun topology."""
+    image = r.string(key)
     if topology == "cloudrun":
         if image is None:
             raise ConfigError(
-                r.full("serviceImage"),
+                r.full(key),
                 None,
-                "a container image, e.g. europe-docker.pkg.dev/PROJECT/REPO/super-spine:1.0 "
-                "(required for the cloudrun topology)",
+                f"a container image, e.g. {example} (required for the cloudrun topology)",
             )
         if not _IMAGE.match(image):
             raise ConfigError(
-                r.full("serviceImage"),
-                image,
-                "a container image reference host/path[:tag|@sha256:digest]",
+                r.full(key), image, "a container image reference host/path[:tag|@sha256:digest]"
             )
+    return image
+
+
+def _service(r: _Reader, topology: str) -> ServiceConfig:
+    image = _image(
+        r, "serviceImage", "europe-docker.pkg.dev/PROJECT/REPO/super-spine:1.0", topology
+    )
+    agent_image = _image(
+        r,
+        "agentImage",
+        "europe-docker.pkg.dev/PROJECT/REPO/super-spine-agent:TAG (make image)",
+        topology,
+    )
     low = r.integer("serviceMinInstances", 0, 1000)
     high = r.integer("serviceMaxInstances", 1, 1000)
     if low > high:
@@ -537,6 +553,7 @@ def _service(r: _Reader, topology: str) -> ServiceConfig:
         memory=memory,
         ingress=SERVICE_INGRESS[r.choice("serviceIngress", tuple(SERVICE_INGRESS))],
         invokers=tuple(invokers),
+        agent_image=agent_image,
     )
 
 

@@ -34,6 +34,7 @@ class HostSpec:
     git_remote: str | None = None
     git_token: str | None = field(default=None, repr=False)
     git_ssh_key: str | None = field(default=None, repr=False)
+    # spine_postgres_* variables (scripts.postgres_vars), for a hybrid stack.
     postgres: Mapping[str, Any] | None = None
 
 
@@ -79,13 +80,11 @@ def host_vars(host: HostSpec) -> dict[str, Any]:
         "ansible_host": host.group,
         "ansible_ssh_common_args": iap_proxy_args(host.group, host.project, host.zone),
     }
-    hv.update(scripts.role_vars(host.git_remote))
+    hv.update(scripts.role_vars(host.git_remote, host.postgres))
     if host.git_token:
         hv["spine_git_token"] = host.git_token
     if host.git_ssh_key:
         hv["spine_git_ssh_key"] = host.git_ssh_key
-    for key, value in (host.postgres or {}).items():
-        hv[f"spine_postgres_{key}"] = value
     return hv
 
 

@@ -25,6 +25,8 @@ from pulumi.runtime.sync_await import _sync_await
 from infra.config import PROJECT_NAME
 
 SECRET_SIG = rpc._special_secret_sig
+# What the mocks answer for a Cloud SQL instance's server CA (a placeholder, not a cert).
+MOCK_CA_CERT = "-----BEGIN CERTIFICATE-----\nMOCK-CLOUD-SQL-SERVER-CA\n-----END CERTIFICATE-----\n"
 SIG_KEY = rpc._special_sig_key
 
 
@@ -119,6 +121,7 @@ class FakeCloud(Mocks):
         elif args.typ == "gcp:sql/databaseInstance:DatabaseInstance":
             state["connectionName"] = f"{self.project}:{self.region}:{name}"
             state["privateIpAddress"] = "10.99.0.3"
+            state["serverCaCerts"] = [{"cert": MOCK_CA_CERT, "commonName": "C=US,O=Google"}]
         elif args.typ == "gcp:serviceaccount/account:Account":
             state["email"] = f"{state.get('accountId')}@{self.project}.iam.gserviceaccount.com"
         elif args.typ == "gcp:secretmanager/secret:Secret":

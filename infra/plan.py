@@ -90,22 +90,44 @@ def _sql(i: dict[str, Any]) -> str:
     )
 
 
-def _run(i: dict[str, Any]) -> str:
-    t = i.get("template", {})
-    c = _get(t, "containers.0", {})
+def _container(c: dict[str, Any]) -> str:
+    """One container of a Cloud Run service: image, port or none, probe, order, mounts, env."""
     envs = [
         f"{e['name']}=<secret:{_get(e, 'valueSource.secretKeyRef.version')}>"
         if e.get("valueSource")
         else e["name"]
         for e in c.get("envs", [])
     ]
-    return (
-        f"{c.get('image')} {i.get('ingress')} "
+    port = _get(c, "ports.containerPort")
+    probe = _get(c, "startupProbe.httpGet")
+    parts = [
+        f"container {c.get('name')}: {c.get('image')}",
+        f"port={port}" if port else "no-port",
+        f"{_get(c, 'resources.limits.cpu')}cpu/{_get(c, 'resources.limits.memory')}",
+    ]
+    if probe:
+        parts.append(f"startup-probe=GET {probe.get('path')}:{probe.get('port')}")
+    if c.get("dependsOns"):
+        parts.append(f"after={','.join(c['dependsOns'])}")
+    mounts = [f"{m['name']}:{m['mountPath']}" for m in c.get("volumeMounts", [])]
+    parts.append(f"mounts={','.join(mounts)}")
+    parts.append(f"env={','.join(envs)}")
+    return " ".join(parts)
+
+
+def _run(i: dict[str, Any]) -> str:
+    t = i.get("template", {})
+    volumes = [
+        f"{v['name']}({'memory' if _get(v, 'emptyDir.medium') == 'MEMORY' else 'cloudsql'})"
+        for v in t.get("volumes", [])
+    ]
+    head = (
+        f"{i.get('ingress')} "
         f"scale={_get(t, 'scaling.minInstanceCount', 0)}-{_get(t, 'scaling.maxInstanceCount')} "
-        f"{_get(c, 'resources.limits.cpu')}cpu/{_get(c, 'resources.limits.memory')} "
-        f"sa={t.get('serviceAccount')} volumes={[v['name'] for v in t.get('volumes', [])]} "
-        f"env={','.join(envs)}"
+        f"sa={t.get('serviceAccount')} volumes={','.join(volumes)}"
     )
+    # One line per container, printed under the service (see format_plan).
+    return "\n".join([head, *(_container(c) for c in t.get("containers", []))])
 
 
 def _snapshots(i: dict[str, Any]) -> str:
@@ -251,9 +273,12 @@ def format_plan(recording: Recording, topology: str, stack: str) -> str:
         "  ".join(h.ljust(w) for h, w in zip(headers[:3], widths, strict=True)) + "  " + headers[3],
     ]
     for row in rows:
+        first, *more = row[3].split("\n")
         lines.append(
-            "  ".join(c.ljust(w) for c, w in zip(row[:3], widths, strict=True)) + "  " + row[3]
+            "  ".join(c.ljust(w) for c, w in zip(row[:3], widths, strict=True)) + "  " + first
         )
+        # A multi-line summary (a service's containers) continues under its first line.
+        lines += [" " * (sum(widths) + 6) + "  " + line for line in more]
     custom = sum(1 for r in recording.resources if r.custom)
     lines += [
         "",

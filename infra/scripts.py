@@ -53,7 +53,35 @@ def startup_script(metadata_url: str = METADATA_URL) -> str:
     return render("gce-startup.sh.j2", {"spine_metadata_url": metadata_url})
 
 
-def role_vars(git_remote: str | None) -> dict[str, Any]:
+# The hybrid VM's agent: over private IP with the server's CA verified, logging in as the VM's
+# service account (IAM database authentication), shipping asynchronously from its disk.
+POSTGRES_PORT = 5432
+POSTGRES_SSLMODE = "verify-ca"
+POSTGRES_AUTH = "iam"
+POSTGRES_WRITE = "async"
+
+
+def postgres_vars(
+    *, host: str, database: str, user: str, ca_cert: str, connection_name: str
+) -> dict[str, Any]:
+    """The spine_postgres_* role variables: where and as whom, never a password (there is
+    none: the agent's token comes from the metadata server). The CA is public."""
+    return {
+        "spine_postgres_host": host,
+        "spine_postgres_port": POSTGRES_PORT,
+        "spine_postgres_database": database,
+        "spine_postgres_user": user,
+        "spine_postgres_auth": POSTGRES_AUTH,
+        "spine_postgres_sslmode": POSTGRES_SSLMODE,
+        "spine_postgres_ca_cert": ca_cert,
+        "spine_postgres_write": POSTGRES_WRITE,
+        "spine_postgres_connection_name": connection_name,
+    }
+
+
+def role_vars(
+    git_remote: str | None, postgres: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The roles' variables for a GCE VM (no secrets: those travel separately)."""
     return {
         "spine_disk_device": DISK_DEVICE,
@@ -62,6 +90,7 @@ def role_vars(git_remote: str | None) -> dict[str, Any]:
         "spine_stop_budget": STOP_BUDGET,
         "spine_health_port": HEALTH_PORT,
         "spine_git_remote": git_remote or "",
+        **(postgres or {}),
     }
 
 

@@ -130,7 +130,7 @@ def _database(
         secret_id=names.physical("db-password", max_len=255),
         labels=_labels(cfg, stack),
         deletion_protection=cfg.deletion_protection,
-        password_readers=[accessor.member],
+        iam_logins=[accessor.email],
         connector_clients=[accessor.member] if via_connector else [],
         private_services=net.private_services,
         depends_on=deps,
@@ -162,6 +162,24 @@ def _agent_secrets(
     return AgentSecrets(names.logical("agent-secrets"), args)
 
 
+def _postgres_vars(db: Database | None) -> pulumi.Output[dict[str, Any] | None]:
+    """The hybrid VM's spine_postgres_* variables (None without a database)."""
+    if db is None:
+        return pulumi.Output.from_input(None)
+    assert db.iam_users, "the VM's service account logs in as itself"
+    return pulumi.Output.all(
+        db.private_ip,
+        db.database.name,
+        db.iam_users[0].name,
+        db.server_ca_cert,
+        db.connection_name,
+    ).apply(
+        lambda v: scripts.postgres_vars(
+            host=v[0], database=v[1], user=v[2], ca_cert=v[3], connection_name=v[4]
+        )
+    )
+
+
 def _vm(
     cfg: StackConfig,
     names: Namer,
@@ -169,6 +187,7 @@ def _vm(
     identity: ServiceIdentity,
     stack: str,
     deps: list[pulumi.Resource],
+    db: Database | None = None,
 ) -> SpineVm:
     """The self-healing VM, its bundle and its secrets (see components/vm.py)."""
     assert cfg.agent.bundle is not None  # config requires it for VM topologies
@@ -186,12 +205,14 @@ def _vm(
     secret_urls: dict[str, pulumi.Output[str]] = secrets.access_urls if secrets else {}
     plain_remote = None if cfg.agent.git_remote_is_secret else cfg.agent.git_remote
     bundle_sha = cfg.agent.bundle.sha256
-    metadata = pulumi.Output.all(store.url, pulumi.Output.all(**secret_urls)).apply(
+    metadata = pulumi.Output.all(
+        store.url, pulumi.Output.all(**secret_urls), _postgres_vars(db)
+    ).apply(
         lambda values: scripts.vm_metadata(
             startup=scripts.startup_script(),
             bundle_url=values[0],
             bundle_sha256=bundle_sha,
-            variables=scripts.role_vars(plain_remote),
+            variables=scripts.role_vars(plain_remote, values[2]),
             secret_urls=values[1],
         )
     )
@@ -223,28 +244,8 @@ def _vm(
 
 def _inventory(cfg: StackConfig, vm: SpineVm, db: Database | None) -> pulumi.Output[str]:
     """YAML inventory; a secret output whenever it carries a secret (remote, token, key)."""
-    parts: list[pulumi.Input[Any]] = [vm.group.name]
-    if db is not None:
-        parts += [
-            db.connection_name,
-            db.private_ip,
-            db.database.name,
-            db.user.name,
-            db.password_secret.id,
-        ]
 
     def render(values: list[Any]) -> str:
-        postgres = None
-        if db is not None:
-            postgres = {
-                "connection_name": values[1],
-                "host": values[2],
-                "port": 5432,
-                "database": values[3],
-                "user": values[4],
-                "password_secret": values[5],
-                "sslmode": "require",
-            }
         host = inventory.HostSpec(
             group=values[0],
             project=cfg.placement.project,
@@ -253,11 +254,11 @@ def _inventory(cfg: StackConfig, vm: SpineVm, db: Database | None) -> pulumi.Out
             git_remote=cfg.agent.git_remote,
             git_token=cfg.agent.git_token,
             git_ssh_key=cfg.agent.git_ssh_key,
-            postgres=postgres,
+            postgres=values[1],
         )
         return inventory.render_inventory([host])
 
-    rendered = pulumi.Output.all(*parts).apply(render)
+    rendered = pulumi.Output.all(vm.group.name, _postgres_vars(db)).apply(render)
     return pulumi.Output.secret(rendered) if cfg.agent.has_secrets else rendered
 
 
@@ -288,6 +289,8 @@ def _db_outputs(db: Database) -> Outputs:
         "databaseName": db.database.name,
         "databaseUser": db.user.name,
         "dbPasswordSecretId": db.password_secret.id,
+        "databaseIamUser": db.iam_users[0].name,
+        "sqlServerCaCert": db.server_ca_cert,
     }
 
 
@@ -306,11 +309,10 @@ def build_cloudrun(cfg: StackConfig, names: Namer, stack: str) -> Outputs:
             subnet_id=net.subnet.id,
             sql_connection_name=db.connection_name,
             database_name=db.database.name,
-            database_user=db.user.name,
-            password_secret_id=db.password_secret.id,
+            database_user=db.iam_users[0].name,
             labels=_labels(cfg, stack),
             deletion_protection=cfg.deletion_protection,
-            depends_on=[*apis, *db.grants, db.password_version],
+            depends_on=[*apis, *db.grants],
         ),
     )
     return {
@@ -339,10 +341,12 @@ def build_hybrid(cfg: StackConfig, names: Namer, stack: str) -> Outputs:
     apis = _apis(cfg, names)
     net = _network(cfg, names, apis)
     identity = _identity(cfg, names, "vm", VM_ROLES, apis)
-    # The agent reaches PostgreSQL over private IP with a password: it reads the password
-    # from Secret Manager and needs no Cloud SQL client role (no connector, no proxy).
+    # The agent reaches PostgreSQL over private IP, TLS verified against the instance's CA,
+    # logging in as the VM's service account with a metadata-server token: it needs
+    # roles/cloudsql.instanceUser, no Cloud SQL client role (no connector, no proxy) and no
+    # password.
     db = _database(cfg, names, net, identity, stack, apis, via_connector=False)
-    vm = _vm(cfg, names, net, identity, stack, apis)
+    vm = _vm(cfg, names, net, identity, stack, [*apis, *db.grants], db)
     return {
         "topology": cfg.topology,
         "network": net.network.name,

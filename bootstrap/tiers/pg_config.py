@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +21,16 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from ..config import ConfigError, check_secret_file
 from ..records import PersistenceClass
 from ..units import parse_duration
+from .gce_token import MetadataToken, check_metadata_url
 
 SECTION = "postgres"
-KEYS = ("dsn", "password_file", "classes", "write", "max_lag", "schema")
+KEYS = ("dsn", "password_file", "classes", "write", "max_lag", "schema", "auth", "metadata_url")
 WRITE_MODES = ("sync", "async")
+# password: the DSN's user with postgres.password_file (or none: trust, peer, a .pgpass).
+# iam: Cloud SQL IAM database authentication; the password is an OAuth token of the
+# machine's service account, from the metadata server (gce_token.py), on every connection.
+AUTH_MODES = ("password", "iam")
+DEFAULT_METADATA_URL = "http://metadata.google.internal/computeMetadata/v1"
 DEFAULT_CLASSES = (PersistenceClass.CRITICAL, PersistenceClass.SESSION)
 DEFAULT_SCHEMA = "spine"
 DEFAULT_MAX_LAG = 1.0
@@ -49,13 +55,20 @@ class PostgresConfig:
     write: str = "sync"
     max_lag: float = DEFAULT_MAX_LAG
     schema: str = DEFAULT_SCHEMA
+    auth: str = "password"
+    metadata_url: str = DEFAULT_METADATA_URL
+    # With auth iam: the token cache (one per config, so every connection shares it).
+    token_source: MetadataToken | None = field(default=None, compare=False, repr=False)
 
     def connect_kwargs(self) -> dict[str, Any]:
-        """Connection parameters for one new connection: the password is read now, every time."""
+        """Connection parameters for one new connection: the password is read now, every time
+        (with auth iam: a token valid for a few minutes more at least)."""
         params: dict[str, Any] = conninfo_to_dict(self.dsn)
         params.setdefault("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
         params.setdefault("application_name", "spine-agent")
-        if self.password_file is not None:
+        if self.token_source is not None:
+            params["password"] = self.token_source.token()
+        elif self.password_file is not None:
             params["password"] = read_password(self.password_file)
         return params
 
@@ -80,17 +93,41 @@ def parse_postgres_config(section: Mapping[str, Any], base_dir: Path) -> Postgre
             )
     if "dsn" not in section:
         raise ConfigError(f"{SECTION}.dsn", None, "required when the postgres section is given")
+    auth = str(section.get("auth", "password")).strip().lower()
+    if auth not in AUTH_MODES:
+        raise ConfigError(f"{SECTION}.auth", section.get("auth"), "allowed: password, iam")
+    if auth == "iam" and section.get("password_file") not in (None, ""):
+        raise ConfigError(
+            f"{SECTION}.password_file",
+            section["password_file"],
+            "not used with postgres.auth iam (the password is the metadata server's token)",
+        )
     password_file = _password_file(section.get("password_file"), base_dir)
     write = str(section.get("write", "sync")).strip().lower()
     if write not in WRITE_MODES:
         raise ConfigError(f"{SECTION}.write", section.get("write"), "allowed: sync, async")
+    dsn = _dsn(section["dsn"], base_dir)
+    metadata_url = str(section.get("metadata_url") or DEFAULT_METADATA_URL)
+    token_source = None
+    if auth == "iam":
+        if not conninfo_to_dict(dsn).get("user"):
+            raise ConfigError(
+                f"{SECTION}.dsn",
+                redact_dsn(dsn),
+                "needs user=<service account email less .gserviceaccount.com> with auth iam",
+            )
+        check_metadata_url(f"{SECTION}.metadata_url", metadata_url)
+        token_source = MetadataToken(metadata_url)
     return PostgresConfig(
-        dsn=_dsn(section["dsn"], base_dir),
+        dsn=dsn,
         password_file=password_file,
         classes=_classes(section.get("classes")),
         write=write,
         max_lag=_max_lag(section.get("max_lag", DEFAULT_MAX_LAG)),
         schema=_schema(section.get("schema", DEFAULT_SCHEMA)),
+        auth=auth,
+        metadata_url=metadata_url,
+        token_source=token_source,
     )
 
 

@@ -14,6 +14,16 @@ from infra.config import SqlConfig
 TYPE = "super-spine-kit:infra:Database"
 DATABASE_NAME = "superspine"
 USER_NAME = "superspine"
+# Cloud SQL names a service account's PostgreSQL user after its email, less this suffix.
+SA_EMAIL_SUFFIX = ".gserviceaccount.com"
+IAM_AUTH_FLAG = "cloudsql.iam_authentication"
+# The agent creates its own schema and runs its migrations: the role a built-in user gets.
+AGENT_DATABASE_ROLES = ("cloudsqlsuperuser",)
+
+
+def iam_user_name(email: str) -> str:
+    """The PostgreSQL user of a service account under IAM database authentication."""
+    return email.removesuffix(SA_EMAIL_SUFFIX)
 
 
 @dataclass
@@ -26,11 +36,13 @@ class DatabaseArgs:
     secret_id: str
     labels: Mapping[str, str]
     deletion_protection: bool
-    # IAM members (e.g. "serviceAccount:...") that may read the password from Secret Manager.
-    password_readers: Sequence[pulumi.Input[str]] = field(default_factory=list)
+    # Service account emails that log in as themselves (IAM database authentication: an
+    # OAuth token from the metadata server is the password). Each gets a CLOUD_IAM user and
+    # roles/cloudsql.instanceUser on this instance only. No workload reads the password.
+    iam_logins: Sequence[pulumi.Input[str]] = field(default_factory=list)
     # Members that connect through Cloud SQL's connectors (Cloud Run's socket volume), which
-    # need roles/cloudsql.client. Direct private-IP TCP with a password (the hybrid VM) does
-    # not: it is not listed here.
+    # need roles/cloudsql.client. Direct private-IP TCP (the hybrid VM) does not: it is not
+    # listed here.
     connector_clients: Sequence[pulumi.Input[str]] = field(default_factory=list)
     # The peering the instance's private IP comes from.
     private_services: pulumi.Resource | None = None
@@ -40,7 +52,9 @@ class DatabaseArgs:
 
 
 class Database(pulumi.ComponentResource):
-    """The instance, one database, one user; the password lives only in Secret Manager."""
+    """The instance, one database, the workloads' IAM users, and one built-in user whose
+    password lives only in Secret Manager (the operators' break-glass login: no workload
+    reads it)."""
 
     instance: gcp.sql.DatabaseInstance
     connection_name: pulumi.Output[str]
@@ -96,6 +110,9 @@ class Database(pulumi.ComponentResource):
                 ),
                 database_flags=[
                     gcp.sql.DatabaseInstanceSettingsDatabaseFlagArgs(
+                        name=IAM_AUTH_FLAG, value="on"
+                    ),
+                    gcp.sql.DatabaseInstanceSettingsDatabaseFlagArgs(
                         name="log_connections", value="on"
                     ),
                     gcp.sql.DatabaseInstanceSettingsDatabaseFlagArgs(
@@ -117,6 +134,13 @@ class Database(pulumi.ComponentResource):
         )
         self.connection_name = self.instance.connection_name
         self.private_ip = self.instance.private_ip_address
+        # The instance's server CAs (public; two during a CA rotation): clients verify the
+        # server with them (verify-ca), so all of them go into the one PEM bundle.
+        self.server_ca_cert: pulumi.Output[str] = self.instance.server_ca_certs.apply(
+            lambda certs: "".join(
+                str(cert.cert).strip() + "\n" for cert in certs or [] if cert.cert
+            )
+        )
 
         self.database = gcp.sql.Database(
             f"{name}-db",
@@ -190,14 +214,31 @@ class Database(pulumi.ComponentResource):
                     opts=child,
                 )
             )
-        for index, member in enumerate(args.password_readers):
+        self.iam_users: list[gcp.sql.User] = []
+        for index, email in enumerate(args.iam_logins):
+            member = pulumi.Output.concat("serviceAccount:", email)
+            user = gcp.sql.User(
+                f"{name}-iam-{index}",
+                instance=self.instance.name,
+                name=pulumi.Output.from_input(email).apply(iam_user_name),
+                type="CLOUD_IAM_SERVICE_ACCOUNT",
+                database_roles=list(AGENT_DATABASE_ROLES),
+                deletion_policy="ABANDON",
+                opts=child,
+            )
+            self.iam_users.append(user)
+            self.grants.append(user)
             self.grants.append(
-                gcp.secretmanager.SecretIamMember(
-                    f"{name}-secret-reader-{index}",
+                gcp.projects.IAMMember(
+                    f"{name}-login-{index}",
                     project=args.project,
-                    secret_id=self.password_secret.id,
-                    role="roles/secretmanager.secretAccessor",
+                    role="roles/cloudsql.instanceUser",
                     member=member,
+                    condition=gcp.projects.IAMMemberConditionArgs(
+                        title="super-spine-sql-login-instance-only",
+                        description="Log in to this stack's Cloud SQL instance only",
+                        expression=condition_expr,
+                    ),
                     opts=child,
                 )
             )
@@ -210,5 +251,6 @@ class Database(pulumi.ComponentResource):
                 "database": self.database.name,
                 "user": self.user.name,
                 "passwordSecret": self.password_secret.id,
+                "iamUsers": [user.name for user in self.iam_users],
             }
         )

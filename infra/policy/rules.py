@@ -289,6 +289,43 @@ no_default_sa = ResourceValidationPolicy(
 )
 
 
+# --- The agent sidecar on Cloud Run: acknowledged only once in PostgreSQL. ------------------
+# An instance has no disk: an async agent would acknowledge writes held only in memory, and
+# Cloud Run SIGKILLs 10 s after SIGTERM, so the stop budget must end before that.
+CLOUD_RUN_GRACE_S = 10.0
+_BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|m|min)?\s*$")
+_BUDGET_UNITS = {None: 1.0, "s": 1.0, "sec": 1.0, "ms": 0.001, "m": 60.0, "min": 60.0}
+
+
+def _seconds(value: str) -> float | None:
+    match = _BUDGET.match(value)
+    return float(match.group(1)) * _BUDGET_UNITS[match.group(2)] if match else None
+
+
+def validate_sidecar_sync(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    if args.resource_type not in RUN_SERVICES:
+        return
+    for envs in _env_lists(args.props):
+        values = {str(e.get("name")): e.get("value") for e in envs if isinstance(e, Mapping)}
+        if "SUPER_SPINE_POSTGRES__DSN" not in values:
+            continue
+        if values.get("SUPER_SPINE_POSTGRES__WRITE") != "sync":
+            report("the agent sidecar must write sync (SUPER_SPINE_POSTGRES__WRITE=sync): "
+                   "a Cloud Run instance has no disk to hold an async backlog", None)
+        budget = _seconds(str(values.get("SUPER_SPINE_STOP_BUDGET") or ""))
+        if budget is None or budget >= CLOUD_RUN_GRACE_S:
+            report("the agent sidecar needs SUPER_SPINE_STOP_BUDGET under Cloud Run's 10 s "
+                   "SIGTERM grace", None)
+
+
+sidecar_sync = ResourceValidationPolicy(
+    name="cloudrun-agent-sync",
+    description="A Cloud Run agent sidecar writes to PostgreSQL synchronously and stops in time.",
+    enforcement_level=EnforcementLevel.MANDATORY,
+    validate=validate_sidecar_sync,
+)
+
+
 # --- Advisory: data-bearing resources are protected from `pulumi destroy`. ----------------
 
 
@@ -310,5 +347,6 @@ MANDATORY_POLICIES: list[Policy] = [
     no_open_ssh,
     no_plain_secrets,
     no_default_sa,
+    sidecar_sync,
 ]
 ALL_POLICIES: list[Policy] = [*MANDATORY_POLICIES, data_protected]

@@ -236,3 +236,30 @@ def test_no_secret_is_world_readable(host: Host, spine: Spine) -> None:
     assert "@" not in remote.split("//", 1)[-1].split("/", 1)[0] or remote.startswith("ssh://"), (
         "credentials in the git remote URL"
     )
+
+
+# -- the operator's command line and the PostgreSQL tier --
+
+
+def test_spine_agent_is_on_the_path_and_finds_its_config(host: Host, spine: Spine) -> None:
+    """What an operator who SSHes in types: no venv path, no --config."""
+    out = host.check_output("env -i PATH=/usr/local/bin:/usr/bin:/bin spine-agent status")
+    assert json.loads(out)["storage_path"] == spine.mount_point
+
+
+def test_a_postgres_tier_verifies_the_server_and_holds_no_password(
+    host: Host, spine: Spine
+) -> None:
+    config = yaml.safe_load(host.file(spine.config_path).content_string)
+    postgres = config.get("postgres")
+    if postgres is None:  # compute: no tier, and nothing left of one
+        assert not host.file(f"{spine.config_dir}/postgres-ca.pem").exists
+        return
+    dsn = dict(part.split("=", 1) for part in postgres["dsn"].split())
+    assert dsn["sslmode"] in ("verify-ca", "verify-full")
+    assert host.file(dsn["sslrootcert"]).is_file
+    assert "password" not in postgres["dsn"] and "password_file" not in postgres
+    assert postgres["auth"] == "iam"
+    unit = "/etc/systemd/system/spine-agent.service"
+    leaked = host.run(f"grep -rlis password {shlex.quote(spine.config_dir)} {unit}")
+    assert leaked.stdout.strip() == "", leaked.stdout

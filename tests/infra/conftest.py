@@ -64,6 +64,9 @@ BASE_CONFIG: dict[str, object] = {
     f"{PROJECT_NAME}:zone": "europe-west1-c",
     f"{PROJECT_NAME}:sshUser": "alice_example_com",
     f"{PROJECT_NAME}:serviceImage": "europe-docker.pkg.dev/acme-spine-1/spine/super-spine:1.0.0",
+    f"{PROJECT_NAME}:agentImage": (
+        "europe-docker.pkg.dev/acme-spine-1/spine/super-spine-agent:0.1.0-0123456789abcdef"
+    ),
     f"{PROJECT_NAME}:serviceInvokers": ["group:spine-users@example.com"],
     f"{PROJECT_NAME}:gitRemote": "https://github.com/acme/spine-state.git",
     f"{PROJECT_NAME}:labels": {"team": "platform"},

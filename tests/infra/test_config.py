@@ -255,6 +255,14 @@ CLOUDRUN_ERRORS = {
         {"serviceImage": "Not An Image"},
         ["serviceImage='Not An Image'", "container image"],
     ),
+    "agent-image-missing": (
+        {"agentImage": None},
+        ["agentImage=None", "required for the cloudrun", "make image"],
+    ),
+    "agent-image-malformed": (
+        {"agentImage": "agent image"},
+        ["agentImage='agent image'", "container image"],
+    ),
     "service-min-over-max": (
         {"serviceMinInstances": "5", "serviceMaxInstances": "2"},
         ["serviceMinInstances=5", "at most serviceMaxInstances (2)"],
@@ -310,6 +318,7 @@ def test_misspelt_key_is_refused_with_a_suggestion() -> None:
 
 def test_service_settings_are_not_required_without_cloud_run() -> None:
     assert config_of("compute", serviceImage=None).service.image is None
+    assert config_of("hybrid", agentImage=None).service.agent_image is None
 
 
 def test_ssh_user_is_not_required_for_cloudrun() -> None:

@@ -65,10 +65,13 @@ def test_hybrid_inventory_output_is_accepted_by_ansible(listed: dict) -> None:
         "spine_mount_point",
         "spine_git_remote",
         "spine_postgres_host",
-        "spine_postgres_password_secret",
+        "spine_postgres_user",
+        "spine_postgres_ca_cert",
     ):
         assert var in hv, var
     assert hv["ansible_python_interpreter"] == "/usr/bin/python3"
+    # There is no password to carry: the VM's agent logs in with its metadata-server token.
+    assert not [var for var in hv if "password" in var]
 
 
 def test_multi_line_ssh_key_survives_the_round_trip(listed: dict) -> None:

@@ -27,6 +27,14 @@ ROOT = Path(__file__).resolve().parents[2]
                 "[CloudRunService]",
                 "gcp:cloudrunv2:Service",
                 "INGRESS_TRAFFIC_INTERNAL_ONLY",
+                # the sidecar: both containers, the app after the agent's startup probe
+                "container app: europe-docker.pkg.dev/my-gcp-project/super-spine/super-spine:1.0.0"
+                " port=8080",
+                "after=agent mounts=spine-socket:/run/super-spine env=SUPER_SPINE_SOCKET",
+                "container agent: europe-docker.pkg.dev/my-gcp-project/super-spine/"
+                "super-spine-agent:",
+                "no-port 1cpu/512Mi startup-probe=GET /v1/health:8091",
+                "spine-socket(memory)",
                 "serviceUrl: https://",
             ],
         ),

@@ -67,7 +67,7 @@ GOOD_STACKS = {
 }
 
 
-def test_pack_has_the_five_mandatory_rules() -> None:
+def test_pack_has_the_six_mandatory_rules() -> None:
     names = {p.name for p in rules.MANDATORY_POLICIES}
     assert names == {
         "data-disk-durable",
@@ -75,6 +75,7 @@ def test_pack_has_the_five_mandatory_rules() -> None:
         "no-ssh-from-internet",
         "no-plaintext-secrets",
         "no-default-compute-sa",
+        "cloudrun-agent-sync",
     }
     assert all(p.enforcement_level == EnforcementLevel.MANDATORY for p in rules.MANDATORY_POLICIES)
 
@@ -241,6 +242,24 @@ def _bad_program() -> dict[str, object]:
             ]
         ),
     )
+    gcp.cloudrunv2.Service(
+        "bad-sidecar",
+        location="europe-west1",
+        template=gcp.cloudrunv2.ServiceTemplateArgs(
+            service_account="run@acme-spine-1.iam.gserviceaccount.com",
+            containers=[
+                gcp.cloudrunv2.ServiceTemplateContainerArgs(
+                    name="agent",
+                    image="europe-docker.pkg.dev/p/r/agent:1",
+                    envs=[
+                        env(name="SUPER_SPINE_POSTGRES__DSN", value="host=/cloudsql/p:r:i"),
+                        env(name="SUPER_SPINE_POSTGRES__WRITE", value="async"),
+                        env(name="SUPER_SPINE_STOP_BUDGET", value="25s"),
+                    ],
+                )
+            ],
+        ),
+    )
     return {}
 
 
@@ -305,6 +324,17 @@ BAD = {
         ("bad-vm", "metadata key 'db-password' carries a secret; VM metadata is readable"),
         ("bad-vm", "metadata 'startup-script' holds what looks like a credential"),
         ("bad-vm-no-sa", "metadata 'metadataStartupScript' holds what looks like a credential"),
+    },
+    "cloudrun-agent-sync": {
+        (
+            "bad-sidecar",
+            "the agent sidecar must write sync (SUPER_SPINE_POSTGRES__WRITE=sync): a Cloud Run "
+            "instance has no disk to hold an async backlog",
+        ),
+        (
+            "bad-sidecar",
+            "the agent sidecar needs SUPER_SPINE_STOP_BUDGET under Cloud Run's 10 s SIGTERM grace",
+        ),
     },
     "no-default-compute-sa": {
         ("bad-vm", "the VM runs as the default compute service account; give it its own"),

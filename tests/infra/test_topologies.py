@@ -43,7 +43,6 @@ EXPECTED_TYPES = {
         "random:index/randomPassword:RandomPassword",
         "gcp:secretmanager/secret:Secret",
         "gcp:secretmanager/secretVersion:SecretVersion",
-        SECRET_IAM,
         RUN,
         "gcp:cloudrunv2/serviceIamMember:ServiceIamMember",
         "gcp:projects/service:Service",
@@ -273,23 +272,39 @@ def test_no_broad_roles_and_sql_client_only_for_this_instance(
             assert "projects/acme-spine-1/instances/ssk-dev-sql-pg-" in expression
 
 
-def test_secret_access_is_granted_on_the_one_secret_only(
-    any_topology: tuple[str, Recording],
-) -> None:
-    topology, recording = any_topology
-    grants = recording.of_type(SECRET_IAM)
-    if topology == "compute":
-        assert not grants
-        return
-    secret = recording.one("gcp:secretmanager/secret:Secret")
-    assert len(grants) == 1
-    assert (
-        grants[0].inputs["secretId"] == f"projects/acme-spine-1/secrets/{secret.inputs['secretId']}"
-    )
-    assert grants[0].inputs["role"] == "roles/secretmanager.secretAccessor"
+def test_no_workload_can_read_the_database_password(any_topology: tuple[str, Recording]) -> None:
+    """The agents log in as their service accounts (IAM database authentication): the
+    built-in user's password is for operators only, and no workload is granted it."""
+    _, recording = any_topology
+    assert not recording.of_type(SECRET_IAM)
     assert not any(
         b.inputs["role"] == "roles/secretmanager.secretAccessor" for b in recording.of_type(IAM)
     )
+
+
+USER = "gcp:sql/user:User"
+
+
+@pytest.mark.parametrize(("topology", "workload"), [("cloudrun", "run"), ("hybrid", "vm")])
+def test_the_workload_logs_in_to_cloud_sql_as_its_service_account(
+    topology: str, workload: str
+) -> None:
+    recording = record(topology)
+    sql = recording.one(SQL).inputs
+    flags = {f["name"]: f["value"] for f in sql["settings"]["databaseFlags"]}
+    assert flags["cloudsql.iam_authentication"] == "on"
+    iam_user = find(recording, USER, "iam").inputs
+    # Cloud SQL's PostgreSQL user for a service account: its email less .gserviceaccount.com
+    assert iam_user["name"] == f"ssk-dev-{workload}@acme-spine-1.iam"
+    assert iam_user["type"] == "CLOUD_IAM_SERVICE_ACCOUNT"
+    # It creates the agent's schema and runs its migrations, as the built-in user could.
+    assert iam_user["databaseRoles"] == ["cloudsqlsuperuser"]
+    assert recording.outputs["databaseIamUser"] == iam_user["name"]
+    login = find(recording, IAM, "login").inputs
+    assert login["role"] == "roles/cloudsql.instanceUser"
+    email = f"ssk-dev-{workload}@acme-spine-1.iam.gserviceaccount.com"
+    assert login["member"] == f"serviceAccount:{email}"
+    assert "projects/acme-spine-1/instances/ssk-dev-sql-pg-" in login["condition"]["expression"]
 
 
 # --- Database -----------------------------------------------------------------------------
@@ -324,7 +339,7 @@ def test_sql_is_private_encrypted_backed_up_and_protected(topology: str) -> None
 def test_database_password_is_generated_and_kept_secret() -> None:
     recording = record("cloudrun")
     assert recording.one("random:index/randomPassword:RandomPassword").inputs["length"] >= 32
-    user = recording.one("gcp:sql/user:User")
+    user = find(recording, USER, "user")
     version = recording.one("gcp:secretmanager/secretVersion:SecretVersion")
     assert "password" in user.secret_paths and user.inputs["password"] == MOCK_PASSWORD
     assert "secretData" in version.secret_paths
@@ -347,24 +362,74 @@ def test_cloud_run_uses_the_v2_api_with_its_own_service_account() -> None:
     assert template["serviceAccount"] == "ssk-dev-run@acme-spine-1.iam.gserviceaccount.com"
 
 
-def test_cloud_run_mounts_cloud_sql_and_reads_the_password_from_secret_manager() -> None:
+def _containers(recording: Recording) -> dict[str, dict]:
+    return {c["name"]: c for c in recording.one(RUN).inputs["template"]["containers"]}
+
+
+def _envs(container: dict) -> dict[str, str]:
+    return {e["name"]: e.get("value") for e in container.get("envs", [])}
+
+
+def test_cloud_run_runs_the_app_and_the_agent_as_its_sidecar() -> None:
     recording = record("cloudrun")
-    run = recording.one(RUN).inputs
-    template = run["template"]
-    connection = recording.outputs["sqlConnectionName"]
-    assert template["volumes"] == [
-        {"name": "cloudsql", "cloudSqlInstance": {"instances": [connection]}}
-    ]
-    container = template["containers"][0]
-    assert container["volumeMounts"] == [{"name": "cloudsql", "mountPath": "/cloudsql"}]
-    envs = {e["name"]: e for e in container["envs"]}
-    assert envs["PGHOST"]["value"] == f"/cloudsql/{connection}"
-    password = envs["PGPASSWORD"]
-    assert "value" not in password
-    assert (
-        password["valueSource"]["secretKeyRef"]["secret"] == recording.outputs["dbPasswordSecretId"]
+    containers = _containers(recording)
+    assert list(containers) == ["app", "agent"]
+    app, agent = containers["app"], containers["agent"]
+    assert app["image"] == "europe-docker.pkg.dev/acme-spine-1/spine/super-spine:1.0.0"
+    assert agent["image"] == (
+        "europe-docker.pkg.dev/acme-spine-1/spine/super-spine-agent:0.1.0-0123456789abcdef"
     )
+    # The app is the ingress container; the agent has no port.
+    assert app["ports"] == {"containerPort": 8080}
+    assert "ports" not in agent
+    # The app starts once the agent passes its startup probe on its health-only port.
+    assert app["dependsOns"] == ["agent"]
+    probe = agent["startupProbe"]
+    assert probe["httpGet"] == {"path": "/v1/health", "port": 8091}
+    assert _envs(agent)["SUPER_SPINE_API__HEALTH_PORT"] == "8091"
+
+
+def test_cloud_run_shares_the_agents_socket_on_an_in_memory_volume() -> None:
+    recording = record("cloudrun")
+    template = recording.one(RUN).inputs["template"]
+    volumes = {v["name"]: v for v in template["volumes"]}
+    assert volumes["spine-socket"]["emptyDir"]["medium"] == "MEMORY"
+    assert volumes["spine-data"]["emptyDir"]["medium"] == "MEMORY"
+    app, agent = _containers(recording)["app"], _containers(recording)["agent"]
+    mounts = {c: {m["name"]: m["mountPath"] for m in x["volumeMounts"]} for c, x in
+              (("app", app), ("agent", agent))}
+    assert mounts["app"] == {"spine-socket": "/run/super-spine"}
+    assert mounts["agent"]["spine-socket"] == "/run/super-spine"
+    socket = "/run/super-spine/spine-agent.sock"
+    assert _envs(app) == {"SUPER_SPINE_SOCKET": socket}
+    assert _envs(agent)["SUPER_SPINE_API__SOCKET"] == socket
+
+
+def test_cloud_run_agent_writes_to_cloud_sql_synchronously_within_the_grace() -> None:
+    recording = record("cloudrun")
+    template = recording.one(RUN).inputs["template"]
+    connection = recording.outputs["sqlConnectionName"]
+    assert {"name": "cloudsql", "cloudSqlInstance": {"instances": [connection]}} in template[
+        "volumes"
+    ]
+    agent = _containers(recording)["agent"]
+    assert {"name": "cloudsql", "mountPath": "/cloudsql"} in agent["volumeMounts"]
+    envs = _envs(agent)
+    user = recording.outputs["databaseIamUser"]
+    assert envs["SUPER_SPINE_POSTGRES__DSN"] == (
+        f"host=/cloudsql/{connection} dbname=superspine user={user}"
+    )
+    assert envs["SUPER_SPINE_POSTGRES__AUTH"] == "iam"
+    assert envs["SUPER_SPINE_POSTGRES__WRITE"] == "sync"
+    # Cloud Run sends SIGTERM and SIGKILLs 10 s later.
+    assert envs["SUPER_SPINE_STOP_BUDGET"] == "8s"
+    # No password anywhere: not in an env, not as a secret reference.
+    for container in _containers(recording).values():
+        for env in container.get("envs", []):
+            assert "valueSource" not in env and "PASSWORD" not in env["name"]
     assert template["vpcAccess"]["egress"] == "PRIVATE_RANGES_ONLY"
+    # The agent's listener must not be throttled between requests.
+    assert all(c["resources"]["cpuIdle"] is False for c in _containers(recording).values())
 
 
 def test_cloud_run_scaling_ingress_and_invokers_follow_config() -> None:
@@ -392,7 +457,11 @@ def test_cloud_run_scaling_ingress_and_invokers_follow_config() -> None:
 def test_cloud_run_is_deployed_after_its_grants() -> None:
     recording = record("cloudrun")
     run = recording.one(RUN)
-    for grant in [*recording.of_type(SECRET_IAM), find(recording, IAM, "client")]:
+    for grant in [
+        find(recording, IAM, "client"),
+        find(recording, IAM, "login"),
+        find(recording, USER, "iam"),
+    ]:
         assert grant.urn in run.dependencies
 
 
@@ -611,23 +680,33 @@ def test_apis_can_be_left_alone() -> None:
 
 
 def test_hybrid_vm_reaches_the_database_over_private_ip_with_no_sql_client_role() -> None:
-    """Private-IP TCP with a password needs the password secret, not roles/cloudsql.client
-    (that is for the connectors Cloud Run uses): defect 12."""
+    """Private-IP TCP with IAM login needs roles/cloudsql.instanceUser, not
+    roles/cloudsql.client (that is for the connectors Cloud Run uses): defect 12."""
     recording = record("hybrid")
     vm = recording.one(TEMPLATE).inputs
-    member = "serviceAccount:ssk-dev-vm@acme-spine-1.iam.gserviceaccount.com"
     assert not [b for b in recording.of_type(IAM) if b.inputs["role"] == "roles/cloudsql.client"]
     assert {b.inputs["role"] for b in recording.of_type(IAM)} == {
         "roles/logging.logWriter",
         "roles/monitoring.metricWriter",
+        "roles/cloudsql.instanceUser",
     }
-    assert recording.one(SECRET_IAM).inputs["member"] == member
-    # Secret Manager has no narrower scope; IAM limits the VM to that one secret.
+    # The metadata server's token must carry a scope Cloud SQL's login accepts.
     assert "https://www.googleapis.com/auth/cloud-platform" in vm["serviceAccount"]["scopes"]
     assert (
         recording.one(SQL).inputs["settings"]["ipConfiguration"]["privateNetwork"]
         == (recording.one("gcp:compute/subnetwork:Subnetwork").inputs["network"])
     )
+
+
+def test_hybrid_vm_provisions_itself_with_the_postgres_variables() -> None:
+    """The startup script's variables (metadata) and the inventory's are the same."""
+    recording = record("hybrid")
+    metadata = recording.one(TEMPLATE).inputs["metadata"]
+    variables = json.loads(metadata[scripts.VARS_KEY])
+    hv = _inventory_hosts(recording)[recording.outputs["instanceGroup"]]
+    postgres = {k: v for k, v in hv.items() if k.startswith("spine_postgres_")}
+    assert postgres and {k: variables[k] for k in postgres} == postgres
+    assert postgres["spine_postgres_write"] == "async"
 
 
 def test_cloud_run_keeps_its_sql_client_role_for_the_connector() -> None:
@@ -664,11 +743,16 @@ def test_hybrid_inventory_carries_postgres_vars_but_no_password() -> None:
     hv = _inventory_hosts(recording)[recording.outputs["instanceGroup"]]
     assert hv["spine_postgres_connection_name"] == recording.outputs["sqlConnectionName"]
     assert hv["spine_postgres_host"] == recording.outputs["sqlPrivateIp"]
-    assert (
-        hv["spine_postgres_database"] == "superspine" and hv["spine_postgres_user"] == "superspine"
-    )
-    assert hv["spine_postgres_password_secret"] == recording.outputs["dbPasswordSecretId"]
+    assert hv["spine_postgres_port"] == 5432
+    assert hv["spine_postgres_database"] == "superspine"
+    assert hv["spine_postgres_user"] == recording.outputs["databaseIamUser"]
+    assert hv["spine_postgres_auth"] == "iam"
+    assert hv["spine_postgres_sslmode"] == "verify-ca"
+    assert hv["spine_postgres_ca_cert"] == recording.outputs["sqlServerCaCert"]
+    assert hv["spine_postgres_ca_cert"].startswith("-----BEGIN CERTIFICATE-----")
     assert MOCK_PASSWORD not in recording.outputs["ansibleInventory"]
+    assert not [k for k in hv if "password" in k]
+    assert "ansibleInventory" not in recording.secret_outputs
 
 
 def test_inventory_is_a_secret_output_when_it_carries_a_secret() -> None:

@@ -37,6 +37,10 @@ class LabMetadata:
         self.objects = dict(objects or {})
         self.secret_values = dict(secret_values or {})
         self.token = secrets.token_urlsafe(24)
+        # What the token endpoint says of the token's life, and how many token requests to
+        # answer 503 first (a metadata server that is away for a moment).
+        self.token_lifetime = 3599
+        self.fail_token_requests = 0
         self.requests: list[str] = []
         self._server: ThreadingHTTPServer | None = None
 
@@ -60,6 +64,11 @@ class LabMetadata:
 
     def secret_url(self, secret: str) -> str:
         return f"{self.base_url}/v1/projects/lab/secrets/{secret}/versions/latest:access"
+
+    def rotate_token(self) -> str:
+        """A new token, as when the old one nears expiry (the old one is refused from now on)."""
+        self.token = secrets.token_urlsafe(24)
+        return self.token
 
     def start(self) -> LabMetadata:
         lab = self
@@ -100,7 +109,14 @@ class LabMetadata:
             if lowered.get("metadata-flavor") != "Google":
                 return 403, b"Missing Metadata-Flavor:Google header.\n"
             if path == TOKEN_PATH:
-                token = {"access_token": self.token, "expires_in": 3599, "token_type": "Bearer"}
+                if self.fail_token_requests > 0:
+                    self.fail_token_requests -= 1
+                    return 503, b"metadata server unavailable\n"
+                token = {
+                    "access_token": self.token,
+                    "expires_in": self.token_lifetime,
+                    "token_type": "Bearer",
+                }
                 return 200, json.dumps(token).encode()
             key = path.removeprefix(ATTRIBUTES_PREFIX)
             if path.startswith(ATTRIBUTES_PREFIX) and key in self.attributes:

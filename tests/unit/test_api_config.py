@@ -102,3 +102,30 @@ def test_token_file_0600_and_0400_are_accepted(tmp_path: Path) -> None:
         )
         assert cfg.api.token_file == Path(path)
         assert "x" * 20 not in repr(cfg)  # the token itself is never held in the config
+
+
+def test_health_port_is_off_by_default_and_binds_loopback() -> None:
+    config = config_from_mapping({"storage_path": "/tmp/x"})
+    assert config.api.health_port is None and config.api.health_address == "127.0.0.1"
+    config = config_from_mapping(
+        {"storage_path": "/tmp/x", "api": {"health_port": 8091, "health_address": "0.0.0.0"}}
+    )
+    assert (config.api.health_port, config.api.health_address) == (8091, "0.0.0.0")
+
+
+def test_a_bad_health_port_is_refused() -> None:
+    assert _error({"health_port": 70000}).startswith("config error: api.health_port=70000")
+
+
+def test_a_health_address_that_is_not_an_ip_is_refused() -> None:
+    message = _error({"health_port": 8091, "health_address": "metadata.example"})
+    assert message.startswith("config error: api.health_address='metadata.example'")
+    assert "IP address" in message
+
+
+def test_the_health_port_must_differ_from_the_tcp_port(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("t" * 32 + "\n")
+    token.chmod(0o600)
+    message = _error({"tcp_port": 8765, "token_file": str(token), "health_port": 8765})
+    assert "api.health_port=8765" in message and "must differ from api.tcp_port" in message
