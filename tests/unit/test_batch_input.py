@@ -336,3 +336,65 @@ def test_a_library_value_that_is_not_json_is_refused() -> None:
 def test_a_library_bulk_read_of_a_non_pair_is_refused() -> None:
     with pytest.raises(BatchError, match="must be a \\(collection, key\\) pair"):
         read_names(["agents/a"], LIMITS)  # type: ignore[list-item]
+
+
+# -- the short paths (plain bulk reads and puts) give the long paths' answers -------------------
+def test_a_long_integer_in_a_key_string_is_also_checked_and_kept() -> None:
+    # 19 digits trigger the integer scan; inside a string they are no integer, so nothing is lost
+    body = read_body([("agents", "1" * 25), ("agents", "b")])
+    assert parse_read(body, LIMITS) == [("agents", "1" * 25), ("agents", "b")]
+
+
+def test_an_integer_of_exactly_19_digits_within_64_bits_is_kept() -> None:
+    (op,) = _write([_put("a", value=1234567890123456789)])
+    assert op.raw == b"1234567890123456789"
+
+
+def test_a_bad_bulk_read_item_after_good_ones_is_named_by_its_index() -> None:
+    body = b'{"records": [{"collection": "a", "key": "x"}, {"collection": "a", "key": "y/z"}]}'
+    with pytest.raises(BatchError, match=r"records\[1\]\.key: key 'y/z' must not contain '/'"):
+        parse_read(body, LIMITS)
+
+
+def test_a_bulk_read_item_with_a_null_key_names_the_field() -> None:
+    body = b'{"records": [{"collection": "a", "key": "x"}, {"collection": "a", "key": null}]}'
+    with pytest.raises(BatchError, match=r"records\[1\]\.key must be a string, not NoneType"):
+        parse_read(body, LIMITS)
+
+
+def test_a_plain_put_with_a_null_key_is_refused_as_null() -> None:
+    _refused([_put("a"), _put(None)], r"operations\[1\]\.key must not be null")  # type: ignore[arg-type]
+
+
+def test_a_plain_put_and_one_with_options_give_the_same_operation() -> None:
+    plain, full = _write([_put("a"), _put("b", **{"class": "session", "ttl": 5})])
+    assert (plain.op, plain.raw, plain.cls, plain.ttl, plain.if_match, plain.if_absent) == (
+        "put",
+        b'{"n":1}',
+        None,
+        None,
+        None,
+        False,
+    )
+    assert (full.cls, full.ttl, full.raw) == ("session", 5, b'{"n":1}')
+
+
+def test_a_bulk_read_reply_escapes_names_and_embeds_stored_bytes() -> None:
+    from bootstrap.api_batch import bulk_get_body
+
+    names = [("agents", 'q"uote\\é\n'), ("agents", "gone"), ("tasks", "t")]
+    body = bulk_get_body(names, [(b'{"a":[1,2]}', 17), None, (b"null", 2**63 - 1)])
+    assert orjson.loads(body) == {
+        "records": [
+            {
+                "collection": "agents",
+                "key": 'q"uote\\é\n',
+                "found": True,
+                "version": 17,
+                "value": {"a": [1, 2]},
+            },
+            {"collection": "agents", "key": "gone", "found": False},
+            {"collection": "tasks", "key": "t", "found": True, "version": 2**63 - 1, "value": None},
+        ],
+        "missing": 1,
+    }
