@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import yaml
@@ -68,11 +69,12 @@ class Client(ApiClient):
     def delete(self, collection: str, key: str) -> Reply:
         return self.request("DELETE", record_path(collection, key))
 
-    def records(self, collection: str) -> dict[str, Any]:
-        reply = self.request("GET", record_path(collection) + "?limit=100000")
+    def records(self, collection: str, prefix: str = "") -> dict[str, Any]:
+        query = f"?limit=100000&prefix={quote(prefix, safe='')}" if prefix else "?limit=100000"
+        reply = self.request("GET", record_path(collection) + query)
         assert reply.status == 200, reply.body
         body = reply.json()
-        assert body["truncated"] is False
+        assert body["truncated"] is False, (collection, prefix)
         records: dict[str, Any] = body["records"]
         return records
 
