@@ -25,8 +25,10 @@ from typing import Any
 
 import orjson
 
+from . import conditions
 from . import restore as restoring
 from .batch import BatchOp, OpResult
+from .conditions import check_precondition, check_ttl
 from .config import AgentConfig
 from .errors import (
     BadRequest,
@@ -37,7 +39,8 @@ from .errors import (
     ValueTooLarge,
 )
 from .journal import GroupItem, Journal, JournalWriteError
-from .memory import MemoryStore, release_free_heap
+from .memory import MemoryStore
+from .passes import JOURNAL_CHECKPOINT_BYTES, Passes, TierReport
 from .policy import Routes
 from .records import (
     Change,
@@ -51,19 +54,16 @@ from .records import (
     validate_value,
     version_of,
 )
-from .replicas import Context, Incoming, PassReport, Replica
+from .replicas import Context, Incoming, Replica
+from .routing import TierRouting
+from .status import build_status
 from .tiers import FOLLOWS, replica_factory
+from .write_clock import WriteClock
 
 log = logging.getLogger("spine.storage")
 
 LOCK_NAME = ".agent.lock"
-# The journal is checkpointed (every tier written, segments dropped) once it holds this much:
-# it bounds replay time and memory after a crash, also for an agent that never lives to its
-# first pass.
-JOURNAL_CHECKPOINT_BYTES = 32 * 1024 * 1024
 RESTORE_SOURCES = ("empty", "files", "git-local", "git-remote", "postgres")
-BACKGROUND_PUBLISH_TIMEOUT = 30.0
-TierReport = PassReport  # the name the lifecycle and the API know
 
 __all__ = [
     "JOURNAL_CHECKPOINT_BYTES",
@@ -130,7 +130,7 @@ class HybridStorage:
         self._maintenance = threading.Lock()
         self._open = False
         self._lock_fd = -1
-        self._last_version = 0  # the write clock (µs): every write takes a larger value
+        self.write_clock = WriteClock(clock)
         self._expiring: set[tuple[str, str]] = set()  # records put with a time to live
         ctx = Context(
             config=config,
@@ -155,6 +155,18 @@ class HybridStorage:
             by_name[name] = replica
             self.replicas.append(replica)
         self._by_name = by_name
+        self.routing = TierRouting(self.routes, self.replicas)
+        self.passes = Passes(
+            config,
+            clock,
+            self.memory,
+            self.journal,
+            self.replicas,
+            self._maintenance,
+            self._counters,
+            self.expire,
+            self.sync,
+        )
 
     # == lifecycle ========================================================================
     def initialize(self) -> str:
@@ -325,7 +337,7 @@ class HybridStorage:
         self.check_names(collection, key)
         pclass = self.resolve_class(collection, cls)
         if ttl is not None:
-            self._check_ttl(collection, key, pclass, ttl)
+            check_ttl(collection, key, pclass, ttl)
         if len(raw) > self.config.max_value_size:
             raise ValueTooLarge(
                 f"value is {len(raw)} bytes (max_value_size is {self.config.max_value_size})"
@@ -338,14 +350,14 @@ class HybridStorage:
         conditional = if_match is not None or if_absent
         memory = self.memory
         change = Change(collection, key, raw, pclass.value, 0.0)
-        arbiter = self._arbiter(pclass) if conditional else None
-        through = arbiter is not None or self._writes_through(pclass)
+        arbiter = self.routing.arbiter(pclass) if conditional else None
+        through = arbiter is not None or self.routing.writes_through(pclass)
         seq: int | None = None
         with memory.lock:
             old = memory.entry(collection, key)
             if conditional and arbiter is None:
-                self._check_precondition(collection, key, self._live(old), if_match, if_absent)
-            version = self._next_version(old)
+                check_precondition(collection, key, self._live(old), if_match, if_absent)
+            version = self.write_clock.next(old)
             now = version / 1_000_000
             expires = None if ttl is None else now + ttl
             change = replace(change, mtime=now, expires=expires)
@@ -362,11 +374,11 @@ class HybridStorage:
                 version = arbiter.write_conditional(change, if_match, if_absent)
                 mask = self.routes.mask(pclass) & ~arbiter.bit
             else:
-                mask, settled = self._write_through(change, pclass)
+                mask, settled = self.routing.write_through(change, pclass)
                 version = settled or version
             now = version / 1_000_000
             with memory.lock:
-                self._observe_version(version)
+                self.write_clock.observe(version)
                 old = memory.entry(collection, key)
                 if old is not None and old.version > version:
                     return 0, version  # written through; a newer write has landed meanwhile
@@ -415,16 +427,6 @@ class HybridStorage:
             memory.on_pressure()  # an early pass checkpoints the journal
         return -seq if tombstoned_durable else seq
 
-    def _next_version(self, old: Entry | None) -> int:
-        """Tick the write clock (caller holds the lock): max(now µs, last + 1, the record's own
-        version + 1). Strictly increasing, so a version is never handed out twice, even when
-        the system clock steps back or a merged backup carries a time from the future."""
-        version = max(version_of(self.clock()), self._last_version + 1)
-        if old is not None and old.version >= version:
-            version = old.version + 1
-        self._last_version = version
-        return version
-
     def _seed_write_clock(self) -> None:
         """After restore: the clock starts past every version loaded, so a record deleted and
         written again never gets a version a client saw before."""
@@ -436,28 +438,7 @@ class HybridStorage:
                 for entry in coll.values():
                     if entry.mtime > newest:
                         newest = entry.mtime
-            self._last_version = max(self._last_version, version_of(newest))
-
-    @staticmethod
-    def _check_precondition(
-        collection: str,
-        key: str,
-        old: Entry | None,
-        if_match: int | None,
-        if_absent: bool,
-    ) -> None:
-        """Raise PreconditionFailed unless the stored record is as the writer expects."""
-        current = None if old is None else old.version
-        if if_absent and current is not None:
-            raise PreconditionFailed(
-                current, f"precondition failed: {collection}/{key} exists (version {current})"
-            )
-        if if_match is not None and current != if_match:
-            shown = "is absent" if current is None else f"is at version {current}"
-            raise PreconditionFailed(
-                current,
-                f"precondition failed: {collection}/{key} {shown}, not {if_match}",
-            )
+            self.write_clock.observe(version_of(newest))
 
     def sync(self, seq: int | None = None) -> None:
         """Make journaled writes up to `seq` durable (fdatasync, shared between callers)."""
@@ -512,18 +493,7 @@ class HybridStorage:
         return None if entry is None else entry.version
 
     def _live(self, entry: Entry | None) -> Entry | None:
-        """The entry, or None once its time to live has passed (it counts as absent)."""
-        if entry is None or entry.expires is None or entry.expires > self.clock():
-            return entry
-        return None
-
-    @staticmethod
-    def _check_ttl(collection: str, key: str, cls: PersistenceClass, ttl: int) -> None:
-        if cls is PersistenceClass.CRITICAL:
-            raise BadRequest(
-                f"ttl is refused on critical records ({collection}/{key} is critical: it is kept "
-                "until deleted); give it class session or cache"
-            )
+        return conditions.live(entry, self.clock)
 
     def delete(
         self, collection: str, key: str, wait: bool = True, *, if_match: int | None = None
@@ -538,16 +508,16 @@ class HybridStorage:
             arbiter = None
             if if_match is not None:
                 cls = entry.cls if entry is not None else self.config.class_of(collection)
-                arbiter = self._arbiter(cls)
+                arbiter = self.routing.arbiter(cls)
                 if arbiter is None:
-                    self._check_precondition(collection, key, entry, if_match, False)
+                    check_precondition(collection, key, entry, if_match, False)
             if entry is None and arbiter is None:
                 return False
             if entry is not None:
                 cls = entry.cls
-            version = self._next_version(entry)
+            version = self.write_clock.next(entry)
             change = Change(collection, key, None, cls.value, version / 1_000_000)
-            through = arbiter is not None or self._writes_through(cls)
+            through = arbiter is not None or self.routing.writes_through(cls)
             if not through:
                 assert entry is not None
                 seq = self._apply_delete(collection, key, entry, change.mtime)
@@ -556,10 +526,10 @@ class HybridStorage:
                 assert if_match is not None
                 version = arbiter.write_conditional(change, if_match, False)
             else:
-                version = self._write_through(change, cls)[1] or version
+                version = self.routing.write_through(change, cls)[1] or version
             now = version / 1_000_000
             with memory.lock:
-                self._observe_version(version)
+                self.write_clock.observe(version)
                 entry = memory.entry(collection, key)
                 if entry is None:
                     # Not held here (yet): the tiers still learn of the delete, so a copy of
@@ -624,7 +594,7 @@ class HybridStorage:
         record of a class routed to it; None: every condition is decided here."""
         for op, pclass in zip(ops, classes, strict=True):
             if op.conditional:
-                arbiter = self._arbiter(pclass or self._class_held(op.collection, op.key))
+                arbiter = self.routing.arbiter(pclass or self._class_held(op.collection, op.key))
                 if arbiter is not None:
                     return arbiter
         return None
@@ -654,7 +624,7 @@ class HybridStorage:
             routed = arbiter is not None and bool(self.routes.mask(cls) & arbiter.bit)
             if op.conditional and not routed:
                 try:
-                    self._check_precondition(c, k, live, op.if_match, op.if_absent)
+                    check_precondition(c, k, live, op.if_match, op.if_absent)
                 except PreconditionFailed as exc:
                     if atomic:
                         raise TransactionFailed(
@@ -673,7 +643,7 @@ class HybridStorage:
             if op.op == "delete" and live is None and not (routed and op.conditional):
                 results[index] = OpResult("delete", c, k, 404, None)
                 continue
-            now = self._next_version(old) / 1_000_000
+            now = self.write_clock.next(old) / 1_000_000
             expires = None if op.ttl is None else now + op.ttl
             change = Change(c, k, op.raw, cls.value, now, expires=expires)
             plan.append(_Planned(index, op, cls, old, change, routed))
@@ -753,7 +723,7 @@ class HybridStorage:
             if p.skip or p.op.op == "check":
                 continue
             version = settled.get(p.index) or version_of(p.change.mtime)
-            self._observe_version(version)
+            self.write_clock.observe(version)
             now = version / 1_000_000
             c, k, old = p.op.collection, p.op.key, p.old
             if p.op.op == "delete":
@@ -813,7 +783,7 @@ class HybridStorage:
                 if entry is None or entry.expires is None:
                     self._expiring.discard(name)  # deleted, or written again without a ttl
                 elif entry.expires <= now:
-                    when = self._next_version(entry) / 1_000_000
+                    when = self.write_clock.next(entry) / 1_000_000
                     if routes.journaled(entry.cls):
                         items.append((*name, entry.cls.value, None, when, None))
                     plan.append((*name, entry, when))
@@ -844,7 +814,7 @@ class HybridStorage:
         try:
             pclass = self.resolve_class(op.collection, op.cls)
             if op.ttl is not None:
-                self._check_ttl(op.collection, op.key, pclass, op.ttl)
+                check_ttl(op.collection, op.key, pclass, op.ttl)
         except BadRequest as exc:
             raise BadRequest(f"operations[{index}]: {exc}") from None
         return pclass
@@ -900,151 +870,55 @@ class HybridStorage:
     def replica(self, name: str) -> Replica:
         return self._by_name[name]
 
-    # == passes ===========================================================================
+    # == passes (bootstrap.passes) =========================================================
     def tier(self) -> TierReport:
         """The periodic pass: ship every-pass tiers (warm files), checkpoint the journal, age
         memory, then back up to the tiers that are due."""
-        started = time.perf_counter()
-        report = TierReport()
-        memory = self.memory
-        with self._maintenance:
-            report.expired = self.expire()
-            self._ship_every_pass(report)
-            now = self.clock()
-            with memory.lock:
-                aged = memory.age(now, self.config.tiering.hot_age)
-                report.evicted, report.expired_cache = aged.evicted, aged.expired_cache
-                memory.evict_blocked = False
-                if memory.over_limit():
-                    # This is the pass: asking for another one would loop while records owed to
-                    # a backup tier hold memory (only a backup cleans them).
-                    memory.evict_for_limit(ask_for_pass=False)
-            self._counters.tier_passes += 1
-        if self.config.tiering.enabled:
-            now = self.clock()
-            full = self._journal_full()
-            due = [r for r in self._backups() if full or r.due(now)]
-            if due:
-                self._backup(due, push=True, push_timeout=None, compact=True)
-        with self._maintenance, memory.lock:
-            # After the backup: it lets go of the deleted keys the backup was still to hear of.
-            report.compacted = memory.compact()
-        if report.compacted:
-            release_free_heap()
-        report.seconds = time.perf_counter() - started
-        return report
+        return self.passes.tier()
 
     def tier_files_only(self) -> TierReport:
         """Ship the every-pass tiers only (the CLI's offline flush)."""
-        report = TierReport()
-        with self._maintenance:
-            self._ship_every_pass(report)
-        return report
+        return self.passes.tier_files_only()
 
     def checkpoint(self) -> None:
-        """Every tier written now (no publish, no snapshot), so the journal segments they cover
-        are dropped."""
-        self.tier_files_only()
-        self._backup(self._backups(), push=False, push_timeout=None, compact=False)
+        """Every tier written now, so the journal segments they cover are dropped."""
+        self.passes.checkpoint()
 
     def backup(
         self, push: bool = True, push_timeout: float | None = None, compact: bool = True
     ) -> dict[str, Any]:
-        """Ship the backup tiers now (git: a segment, or a fresh snapshot when due) and, with
-        push, publish them."""
-        return self._backup(self._backups(), push, push_timeout, compact)
+        """Ship the backup tiers now and, with push, publish them."""
+        return self.passes.backup(push, push_timeout, compact)
 
     backup_git = backup  # the name of the API's POST /v1/backup and older callers
 
     def push(self, timeout: float | None = None) -> bool:
         """Publish every tier that publishes (git: push); False when one could not."""
-        deadline = time.monotonic() + (timeout or BACKGROUND_PUBLISH_TIMEOUT)
-        return all([r.publish(deadline) for r in self.replicas])
+        return self.passes.push(timeout)
 
     def background_tasks(self) -> list[Callable[[], Any]]:
         """Checks to run once after start, off the serving path (git: merge the remote)."""
-        return [task for r in self.replicas if (task := r.background()) is not None]
+        return self.passes.background_tasks()
 
     def seconds_until_push_retry(self) -> float | None:
         """When a failed publish should be tried again (the scheduler sleeps until then)."""
-        now = self.clock()
-        waits = [w for r in self.replicas if (w := r.retry_in(now)) is not None]
-        return min(waits) if waits else None
+        return self.passes.seconds_until_push_retry()
 
     def flush(self, backup: bool = True, push_timeout: float | None = None) -> dict[str, Any]:
         """Everything to every tier now; with backup, publish too (SIGTERM, preemption)."""
-        self.sync()
-        report = self.tier_files_only()
-        result: dict[str, Any] = {"files_written": report.files_written}
-        if backup:
-            result.update(self._backup(self._backups(), True, push_timeout, compact=False))
-            states = [p for r in self.replicas if (p := r.published()) is not None]
-            result["pushed"] = all(states) if states else None
-        return result
-
-    def _backups(self) -> list[Replica]:
-        return [r for r in self.replicas if not r.every_pass]
-
-    def _ship_every_pass(self, report: TierReport) -> None:
-        for replica in self.replicas:
-            if replica.every_pass:
-                replica.ship(report)
-
-    def _backup(
-        self, replicas: list[Replica], push: bool, push_timeout: float | None, compact: bool
-    ) -> dict[str, Any]:
-        result: dict[str, Any] = {"commit": None, "changes": 0}
-        with self._maintenance:
-            for replica in replicas:
-                result.update(replica.ship(TierReport(), compact=compact))
-        if push:
-            deadline = time.monotonic() + (push_timeout or BACKGROUND_PUBLISH_TIMEOUT)
-            for replica in replicas:
-                replica.publish(deadline)
-        return result
+        return self.passes.flush(backup, push_timeout)
 
     def _journal_full(self) -> bool:
-        return self.journal.size_bytes() > JOURNAL_CHECKPOINT_BYTES
+        return self.passes.journal_full()
 
     def _checkpoint_journal(self) -> int:
-        """Drop the journal segments every tier holds: until then a crash replays them, so no
-        change (a delete bound for a backup included) is only in memory."""
-        if not self.replicas:
-            return 0
-        return self.journal.drop_through(min(r.covered for r in self.replicas))
-
-    def _writes_through(self, cls: PersistenceClass) -> bool:
-        """True when a write of this class must reach a tier before it is acknowledged."""
-        mask = self.routes.mask(cls)
-        return any(mask & r.bit and r.writes_through(cls) for r in self.replicas)
-
-    def _write_through(self, change: Change, cls: PersistenceClass) -> tuple[int, int | None]:
-        """Reach the tiers that must hold a write before it is acknowledged (Unavailable:
-        nothing written): the route's mask less those tiers, whose bits are never pending,
-        and the version they settled on (None when none keeps versions)."""
-        mask = self.routes.mask(cls)
-        settled: int | None = None
-        for replica in self.replicas:
-            if mask & replica.bit and replica.writes_through(cls):
-                version = replica.write_through(change)
-                if version is not None:
-                    settled = max(settled or 0, version)
-                mask &= ~replica.bit
-        return mask, settled
-
-    def _arbiter(self, cls: PersistenceClass) -> Replica | None:
-        """The tier that decides conditional writes of this class (postgres when routed), or
-        None: the local store decides, under its lock."""
-        mask = self.routes.mask(cls)
-        for replica in self.replicas:
-            if mask & replica.bit and replica.decides_conditions(cls):
-                return replica
-        return None
+        return self.passes.checkpoint_journal()
 
     def blocks_on_a_tier(self, cls: PersistenceClass, conditional: bool) -> bool:
         """True when a write waits for a remote tier (postgres): the API runs it off the event
         loop so that other requests, and the tier's group commit, go on meanwhile."""
-        return self._writes_through(cls) or (conditional and self._arbiter(cls) is not None)
+        routing = self.routing
+        return routing.writes_through(cls) or (conditional and routing.arbiter(cls) is not None)
 
     def batch_blocks_on_a_tier(self, ops: Sequence[BatchOp]) -> bool:
         """blocks_on_a_tier for a batch: True when any operation may wait for PostgreSQL (a
@@ -1057,12 +931,6 @@ class HybridStorage:
             if self.blocks_on_a_tier(cls, op.conditional):
                 return True
         return False
-
-    def _observe_version(self, version: int) -> None:
-        """A tier settled on `version` (caller holds the lock): the write clock moves past it,
-        so this agent's next write is newer."""
-        if version > self._last_version:
-            self._last_version = version
 
     # == the memory store's notices, dispatched by pending bit =============================
     def _note_put(self, collection: str, key: str, entry: Entry, now: float) -> None:
@@ -1086,53 +954,8 @@ class HybridStorage:
 
     # == status ===========================================================================
     def status(self) -> dict[str, Any]:
-        """What `GET /v1/status` shows. No secrets: remote URLs and DSNs are redacted."""
-        memory = self.memory
-        tiers = self.routes.tiers
-        with memory.lock:
-            per_class = {c.value: {"records": 0, "in_memory": 0} for c in PersistenceClass}
-            pending = [0] * len(tiers)
-            for _, coll in memory.collections():
-                for entry in coll.values():
-                    stats = per_class[entry.cls.value]
-                    stats["records"] += 1
-                    stats["in_memory"] += entry.value is not None
-                    bits = entry.pending
-                    index = 0
-                    while bits:
-                        pending[index] += bits & 1
-                        bits >>= 1
-                        index += 1
-            counts = memory.counts()
-            memory_bytes = memory.used
-        now = self.clock()
-        result: dict[str, Any] = {
-            "host": self.host,
-            "storage_path": str(self.root),
-            "restored_from": self.restored_from,
-            "uptime_s": round(now - self.started_at, 3),
-            "records": sum(counts.values()),
-            "collections": counts,
-            "classes": per_class,
-            "routes": {cls: list(route) for cls, route in self.config.routes.items()},
-            "journal": {"bytes": self.journal.size_bytes()},
-            "tiers": {
-                "memory": {
-                    "bytes": memory_bytes,
-                    "limit": memory.limit,
-                    "records": sum(c["in_memory"] for c in per_class.values()),
-                    "over_limit": memory_bytes > memory.limit,
-                },
-            },
-            "dirty": {
-                **dict(zip(tiers, pending, strict=True)),
-                "unevictable_over_limit": memory_bytes > memory.limit,
-            },
-        }
-        for replica in self.replicas:
-            for section, body in replica.status().items():
-                result.setdefault(section, {}).update(body)
-        return result
+        """What `GET /v1/status` shows (assembled in bootstrap.status)."""
+        return build_status(self)
 
     def check_names(self, collection: str, key: str) -> None:
         try:
