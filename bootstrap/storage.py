@@ -1,13 +1,15 @@
-"""HybridStorage: the facade the API, CLI and lifecycle call. It owns the put/get/delete path,
-the journal and the passes, and routes each persistence class to the tiers its config names:
+"""HybridStorage: the facade the API, CLI and lifecycle call. It owns the put/get/delete path
+and routes each persistence class to the tiers its config names:
 
 - every put lands in memory (bootstrap.memory); a class routed anywhere is journaled first
   (critical: fdatasync before the put returns, group-committed);
 - each entry carries one pending bit per configured tier; every tier's replica
   (bootstrap.replicas) takes what is pending for it, and is called here only through the
   replica verbs, never by name;
-- the tiering pass ships the every-pass replicas (the warm files), checkpoints the journal,
-  ages memory, then ships and publishes the backup replicas that are due (git);
+- the rest lives in one module per concern, and the facade delegates to it: the write clock
+  (write_clock), conditions and TTL checks (conditions), which tiers a write reaches before
+  its ack (routing), batches and transactions (batches), expiry (expiry), the tiering pass,
+  backup, flush and publish (passes), the status document (status);
 - restore (bootstrap.restore) takes the newest point across tiers, then replays the journal.
 """
 
