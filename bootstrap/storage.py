@@ -15,7 +15,6 @@ and routes each persistence class to the tiers its config names:
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import socket
@@ -43,6 +42,7 @@ from .expiry import Expiry
 from .journal import Journal, JournalWriteError
 from .memory import MemoryStore
 from .passes import JOURNAL_CHECKPOINT_BYTES, Passes, TierReport
+from .path_lock import PathLock
 from .policy import Routes
 from .records import (
     Change,
@@ -63,7 +63,6 @@ from .write_clock import WriteClock
 
 log = logging.getLogger("spine.storage")
 
-LOCK_NAME = ".agent.lock"
 RESTORE_SOURCES = ("empty", "files", "git-local", "git-remote", "postgres")
 
 __all__ = [
@@ -107,7 +106,7 @@ class HybridStorage:
         self._counters = Counters()
         self._maintenance = threading.Lock()
         self._open = False
-        self._lock_fd = -1
+        self._path_lock = PathLock(self.root)
         self.write_clock = WriteClock(clock)
         ctx = Context(
             config=config,
@@ -174,7 +173,7 @@ class HybridStorage:
             ) from None
         if not os.access(self.root, os.W_OK):
             raise StorageError(f"storage_path {self.root}: not writable by this user")
-        self._take_lock()
+        self._path_lock.take()
         for replica in self.replicas:
             replica.open()
         self.restored_from, replayed = restoring.restore(self.replicas, self.memory, self.journal)
@@ -196,26 +195,6 @@ class HybridStorage:
         )
         return self.restored_from
 
-    def _take_lock(self) -> None:
-        """One agent per storage path: a second one would replay and write the same files."""
-        fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise StorageError(
-                f"storage_path {self.root} is in use by another agent (pid {holder})"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._lock_fd = fd
-
-    def _release_lock(self) -> None:
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)  # closing the descriptor drops the flock
-            self._lock_fd = -1
-
     def close(self, backup: bool = True, push_timeout: float | None = None) -> None:
         """Flush everything to every tier and publish it (the shutdown hook)."""
         if not self._open:
@@ -226,7 +205,7 @@ class HybridStorage:
             self.journal.close()
             for replica in self.replicas:
                 replica.close()
-            self._release_lock()
+            self._path_lock.release()
             self._open = False
 
     def abandon(self) -> None:
@@ -235,7 +214,7 @@ class HybridStorage:
         self.journal.abandon()
         for replica in self.replicas:
             replica.close()
-        self._release_lock()
+        self._path_lock.release()
         self._open = False
 
     @property
