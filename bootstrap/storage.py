@@ -1,19 +1,20 @@
-"""HybridStorage: the facade the API, CLI and lifecycle call. It owns the put/get/delete path,
-the journal and the passes, and routes each persistence class to the tiers its config names:
+"""HybridStorage: the facade the API, CLI and lifecycle call. It owns the put/get/delete path
+and routes each persistence class to the tiers its config names:
 
 - every put lands in memory (bootstrap.memory); a class routed anywhere is journaled first
   (critical: fdatasync before the put returns, group-committed);
 - each entry carries one pending bit per configured tier; every tier's replica
   (bootstrap.replicas) takes what is pending for it, and is called here only through the
   replica verbs, never by name;
-- the tiering pass ships the every-pass replicas (the warm files), checkpoints the journal,
-  ages memory, then ships and publishes the backup replicas that are due (git);
+- the rest lives in one module per concern, and the facade delegates to it: the write clock
+  (write_clock), conditions and TTL checks (conditions), which tiers a write reaches before
+  its ack (routing), batches and transactions (batches), expiry (expiry), the tiering pass,
+  backup, flush and publish (passes), the status document (status);
 - restore (bootstrap.restore) takes the newest point across tiers, then replays the journal.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import socket
@@ -25,24 +26,27 @@ from typing import Any
 
 import orjson
 
+from . import conditions
 from . import restore as restoring
-from .batch import BatchOp, OpResult
+from .batch import BatchOp
+from .batches import BatchOutcome, BatchWriter
+from .conditions import check_precondition, check_ttl
 from .config import AgentConfig
 from .errors import (
     BadRequest,
-    PreconditionFailed,
     StorageError,
     StorageFull,
-    TransactionFailed,
     ValueTooLarge,
 )
-from .journal import GroupItem, Journal, JournalWriteError
-from .memory import MemoryStore, release_free_heap
+from .expiry import Expiry
+from .journal import Journal, JournalWriteError
+from .memory import MemoryStore
+from .passes import JOURNAL_CHECKPOINT_BYTES, Passes, TierReport
+from .path_lock import PathLock
 from .policy import Routes
 from .records import (
     Change,
     Entry,
-    Guarded,
     InvalidValue,
     PersistenceClass,
     check_collection,
@@ -51,19 +55,15 @@ from .records import (
     validate_value,
     version_of,
 )
-from .replicas import Context, Incoming, PassReport, Replica
+from .replicas import Context, Incoming, Replica
+from .routing import TierRouting
+from .status import build_status
 from .tiers import FOLLOWS, replica_factory
+from .write_clock import WriteClock
 
 log = logging.getLogger("spine.storage")
 
-LOCK_NAME = ".agent.lock"
-# The journal is checkpointed (every tier written, segments dropped) once it holds this much:
-# it bounds replay time and memory after a crash, also for an agent that never lives to its
-# first pass.
-JOURNAL_CHECKPOINT_BYTES = 32 * 1024 * 1024
 RESTORE_SOURCES = ("empty", "files", "git-local", "git-remote", "postgres")
-BACKGROUND_PUBLISH_TIMEOUT = 30.0
-TierReport = PassReport  # the name the lifecycle and the API know
 
 __all__ = [
     "JOURNAL_CHECKPOINT_BYTES",
@@ -74,29 +74,6 @@ __all__ = [
     "TierReport",
     "ValueTooLarge",
 ]
-
-
-@dataclass
-class BatchOutcome:
-    """A batch's results in the order of its operations; `sync_seq` is the journal sequence
-    number to sync before the ack (0: nothing to wait for)."""
-
-    results: list[OpResult]
-    sync_seq: int
-
-
-@dataclass(slots=True)
-class _Planned:
-    """One operation of a batch on its way to the tiers: `routed` to the tier that decides its
-    condition; `skip` once that tier refused it (412); `old` the entry held before."""
-
-    index: int
-    op: BatchOp
-    cls: PersistenceClass
-    old: Entry | None
-    change: Change
-    routed: bool = False
-    skip: bool = False
 
 
 @dataclass
@@ -129,9 +106,8 @@ class HybridStorage:
         self._counters = Counters()
         self._maintenance = threading.Lock()
         self._open = False
-        self._lock_fd = -1
-        self._last_version = 0  # the write clock (µs): every write takes a larger value
-        self._expiring: set[tuple[str, str]] = set()  # records put with a time to live
+        self._path_lock = PathLock(self.root)
+        self.write_clock = WriteClock(clock)
         ctx = Context(
             config=config,
             clock=clock,
@@ -155,6 +131,36 @@ class HybridStorage:
             by_name[name] = replica
             self.replicas.append(replica)
         self._by_name = by_name
+        self.routing = TierRouting(self.routes, self.replicas)
+        self.expiry = Expiry(
+            clock, self.memory, self.journal, self.routes, self.replicas, self.write_clock
+        )
+        self.batches = BatchWriter(
+            config,
+            clock,
+            self.memory,
+            self.journal,
+            self.routes,
+            self.replicas,
+            self.routing,
+            self.write_clock,
+            self.expiry,
+            self._counters,
+            self.resolve_class,
+            self._journal_full,
+            self.sync,
+        )
+        self.passes = Passes(
+            config,
+            clock,
+            self.memory,
+            self.journal,
+            self.replicas,
+            self._maintenance,
+            self._counters,
+            self.expire,
+            self.sync,
+        )
 
     # == lifecycle ========================================================================
     def initialize(self) -> str:
@@ -167,7 +173,7 @@ class HybridStorage:
             ) from None
         if not os.access(self.root, os.W_OK):
             raise StorageError(f"storage_path {self.root}: not writable by this user")
-        self._take_lock()
+        self._path_lock.take()
         for replica in self.replicas:
             replica.open()
         self.restored_from, replayed = restoring.restore(self.replicas, self.memory, self.journal)
@@ -176,7 +182,7 @@ class HybridStorage:
         for replica in self.replicas:
             replica.ready(self.restored_from)
         self._seed_write_clock()
-        self._expiring = self.memory.expiring()
+        self.expiry.reset(self.memory.expiring())
         self._open = True
         log.info(
             "storage ready",
@@ -189,26 +195,6 @@ class HybridStorage:
         )
         return self.restored_from
 
-    def _take_lock(self) -> None:
-        """One agent per storage path: a second one would replay and write the same files."""
-        fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise StorageError(
-                f"storage_path {self.root} is in use by another agent (pid {holder})"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._lock_fd = fd
-
-    def _release_lock(self) -> None:
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)  # closing the descriptor drops the flock
-            self._lock_fd = -1
-
     def close(self, backup: bool = True, push_timeout: float | None = None) -> None:
         """Flush everything to every tier and publish it (the shutdown hook)."""
         if not self._open:
@@ -219,7 +205,7 @@ class HybridStorage:
             self.journal.close()
             for replica in self.replicas:
                 replica.close()
-            self._release_lock()
+            self._path_lock.release()
             self._open = False
 
     def abandon(self) -> None:
@@ -228,7 +214,7 @@ class HybridStorage:
         self.journal.abandon()
         for replica in self.replicas:
             replica.close()
-        self._release_lock()
+        self._path_lock.release()
         self._open = False
 
     @property
@@ -325,7 +311,7 @@ class HybridStorage:
         self.check_names(collection, key)
         pclass = self.resolve_class(collection, cls)
         if ttl is not None:
-            self._check_ttl(collection, key, pclass, ttl)
+            check_ttl(collection, key, pclass, ttl)
         if len(raw) > self.config.max_value_size:
             raise ValueTooLarge(
                 f"value is {len(raw)} bytes (max_value_size is {self.config.max_value_size})"
@@ -338,14 +324,14 @@ class HybridStorage:
         conditional = if_match is not None or if_absent
         memory = self.memory
         change = Change(collection, key, raw, pclass.value, 0.0)
-        arbiter = self._arbiter(pclass) if conditional else None
-        through = arbiter is not None or self._writes_through(pclass)
+        arbiter = self.routing.arbiter(pclass) if conditional else None
+        through = arbiter is not None or self.routing.writes_through(pclass)
         seq: int | None = None
         with memory.lock:
             old = memory.entry(collection, key)
             if conditional and arbiter is None:
-                self._check_precondition(collection, key, self._live(old), if_match, if_absent)
-            version = self._next_version(old)
+                check_precondition(collection, key, self._live(old), if_match, if_absent)
+            version = self.write_clock.next(old)
             now = version / 1_000_000
             expires = None if ttl is None else now + ttl
             change = replace(change, mtime=now, expires=expires)
@@ -362,11 +348,11 @@ class HybridStorage:
                 version = arbiter.write_conditional(change, if_match, if_absent)
                 mask = self.routes.mask(pclass) & ~arbiter.bit
             else:
-                mask, settled = self._write_through(change, pclass)
+                mask, settled = self.routing.write_through(change, pclass)
                 version = settled or version
             now = version / 1_000_000
             with memory.lock:
-                self._observe_version(version)
+                self.write_clock.observe(version)
                 old = memory.entry(collection, key)
                 if old is not None and old.version > version:
                     return 0, version  # written through; a newer write has landed meanwhile
@@ -407,23 +393,13 @@ class HybridStorage:
             raise StorageFull(f"write refused, nothing stored: {exc.strerror or exc}") from None
         memory.set_entry(collection, key, Entry(raw, pclass, now, mask, expires), now)
         if expires is not None:
-            self._expiring.add((collection, key))
+            self.expiry.track(collection, key)
         self._counters.puts += 1
         if memory.used > memory.limit and not memory.evict_blocked:
             memory.evict_for_limit()
         elif seq and self._journal_full() and memory.on_pressure is not None:
             memory.on_pressure()  # an early pass checkpoints the journal
         return -seq if tombstoned_durable else seq
-
-    def _next_version(self, old: Entry | None) -> int:
-        """Tick the write clock (caller holds the lock): max(now µs, last + 1, the record's own
-        version + 1). Strictly increasing, so a version is never handed out twice, even when
-        the system clock steps back or a merged backup carries a time from the future."""
-        version = max(version_of(self.clock()), self._last_version + 1)
-        if old is not None and old.version >= version:
-            version = old.version + 1
-        self._last_version = version
-        return version
 
     def _seed_write_clock(self) -> None:
         """After restore: the clock starts past every version loaded, so a record deleted and
@@ -436,28 +412,7 @@ class HybridStorage:
                 for entry in coll.values():
                     if entry.mtime > newest:
                         newest = entry.mtime
-            self._last_version = max(self._last_version, version_of(newest))
-
-    @staticmethod
-    def _check_precondition(
-        collection: str,
-        key: str,
-        old: Entry | None,
-        if_match: int | None,
-        if_absent: bool,
-    ) -> None:
-        """Raise PreconditionFailed unless the stored record is as the writer expects."""
-        current = None if old is None else old.version
-        if if_absent and current is not None:
-            raise PreconditionFailed(
-                current, f"precondition failed: {collection}/{key} exists (version {current})"
-            )
-        if if_match is not None and current != if_match:
-            shown = "is absent" if current is None else f"is at version {current}"
-            raise PreconditionFailed(
-                current,
-                f"precondition failed: {collection}/{key} {shown}, not {if_match}",
-            )
+            self.write_clock.observe(version_of(newest))
 
     def sync(self, seq: int | None = None) -> None:
         """Make journaled writes up to `seq` durable (fdatasync, shared between callers)."""
@@ -512,18 +467,7 @@ class HybridStorage:
         return None if entry is None else entry.version
 
     def _live(self, entry: Entry | None) -> Entry | None:
-        """The entry, or None once its time to live has passed (it counts as absent)."""
-        if entry is None or entry.expires is None or entry.expires > self.clock():
-            return entry
-        return None
-
-    @staticmethod
-    def _check_ttl(collection: str, key: str, cls: PersistenceClass, ttl: int) -> None:
-        if cls is PersistenceClass.CRITICAL:
-            raise BadRequest(
-                f"ttl is refused on critical records ({collection}/{key} is critical: it is kept "
-                "until deleted); give it class session or cache"
-            )
+        return conditions.live(entry, self.clock)
 
     def delete(
         self, collection: str, key: str, wait: bool = True, *, if_match: int | None = None
@@ -538,16 +482,16 @@ class HybridStorage:
             arbiter = None
             if if_match is not None:
                 cls = entry.cls if entry is not None else self.config.class_of(collection)
-                arbiter = self._arbiter(cls)
+                arbiter = self.routing.arbiter(cls)
                 if arbiter is None:
-                    self._check_precondition(collection, key, entry, if_match, False)
+                    check_precondition(collection, key, entry, if_match, False)
             if entry is None and arbiter is None:
                 return False
             if entry is not None:
                 cls = entry.cls
-            version = self._next_version(entry)
+            version = self.write_clock.next(entry)
             change = Change(collection, key, None, cls.value, version / 1_000_000)
-            through = arbiter is not None or self._writes_through(cls)
+            through = arbiter is not None or self.routing.writes_through(cls)
             if not through:
                 assert entry is not None
                 seq = self._apply_delete(collection, key, entry, change.mtime)
@@ -556,10 +500,10 @@ class HybridStorage:
                 assert if_match is not None
                 version = arbiter.write_conditional(change, if_match, False)
             else:
-                version = self._write_through(change, cls)[1] or version
+                version = self.routing.write_through(change, cls)[1] or version
             now = version / 1_000_000
             with memory.lock:
-                self._observe_version(version)
+                self.write_clock.observe(version)
                 entry = memory.entry(collection, key)
                 if entry is None:
                     # Not held here (yet): the tiers still learn of the delete, so a copy of
@@ -585,269 +529,18 @@ class HybridStorage:
         self._counters.deletes += 1
         return seq
 
+    def expire(self) -> int:
+        """Delete every record whose time to live has passed (bootstrap.expiry)."""
+        return self.expiry.expire()
+
     # == batches (bootstrap.batch validates them; see its docstring) ==========================
     def get_many(self, names: Sequence[tuple[str, str]]) -> list[tuple[bytes, int] | None]:
         """(JSON bytes, version) of each record named, None where it is absent or expired."""
         return [self.get_json_versioned(collection, key) for collection, key in names]
 
     def write_batch(self, ops: Sequence[BatchOp], atomic: bool, wait: bool = True) -> BatchOutcome:
-        """Apply validated operations under one hold of the lock, with one journal write (its
-        lines marked as one group: a crash keeps all or none of them) and one fdatasync when
-        any is critical. `atomic` (a transaction): the first failed condition raises
-        TransactionFailed and nothing is written; else a failed condition is that operation's
-        412 and the rest go ahead. With wait=False the caller syncs through `sync_seq`.
-
-        Conditions on records of a class routed to a tier that decides them (PostgreSQL) are
-        decided there, with every operation of the batch routed to it, in one transaction
-        (503, nothing written, when it is away); the others under the lock, against memory.
-        PostgreSQL's round trip happens under the lock: the batch is one step for this agent."""
-        classes = [self._batch_class(index, op) for index, op in enumerate(ops)]
-        arbiter = self._arbiter_of_batch(ops, classes)
-        if arbiter is not None:
-            arbiter.settle_backlog([(op.collection, op.key) for op in ops])  # not under the lock
-        memory = self.memory
-        with memory.lock:
-            results: list[OpResult | None] = [None] * len(ops)
-            plan = self._plan_batch(ops, classes, arbiter, atomic, results)
-            settled, taken = self._batch_to_tiers(plan, arbiter, atomic, results)
-            seq, durable = self._apply_batch(plan, settled, taken, results)
-        sync_seq = seq if durable else 0
-        if wait and sync_seq:
-            self.sync(sync_seq)
-            sync_seq = 0
-        return BatchOutcome([r for r in results if r is not None], sync_seq)
-
-    def _arbiter_of_batch(
-        self, ops: Sequence[BatchOp], classes: Sequence[PersistenceClass | None]
-    ) -> Replica | None:
-        """The tier that decides this batch's conditions (PostgreSQL), when one of them is on a
-        record of a class routed to it; None: every condition is decided here."""
-        for op, pclass in zip(ops, classes, strict=True):
-            if op.conditional:
-                arbiter = self._arbiter(pclass or self._class_held(op.collection, op.key))
-                if arbiter is not None:
-                    return arbiter
-        return None
-
-    def _class_held(self, collection: str, key: str) -> PersistenceClass:
-        """The class of the record held, else the collection's (a delete or check)."""
-        entry = self._live(self.memory.entry(collection, key))
-        return entry.cls if entry is not None else self.config.class_of(collection)
-
-    def _plan_batch(
-        self,
-        ops: Sequence[BatchOp],
-        classes: Sequence[PersistenceClass | None],
-        arbiter: Replica | None,
-        atomic: bool,
-        results: list[OpResult | None],
-    ) -> list[_Planned]:
-        """What each operation will do (caller holds the lock); the conditions decided here are
-        decided now (TransactionFailed), the arbiter's are left to it."""
-        memory = self.memory
-        plan: list[_Planned] = []
-        for index, (op, pclass) in enumerate(zip(ops, classes, strict=True)):
-            c, k = op.collection, op.key
-            old = memory.entry(c, k)
-            live = self._live(old)
-            cls = pclass or (live.cls if live is not None else self.config.class_of(c))
-            routed = arbiter is not None and bool(self.routes.mask(cls) & arbiter.bit)
-            if op.conditional and not routed:
-                try:
-                    self._check_precondition(c, k, live, op.if_match, op.if_absent)
-                except PreconditionFailed as exc:
-                    if atomic:
-                        raise TransactionFailed(
-                            index, c, k, exc.current_version, str(exc)
-                        ) from None
-                    results[index] = OpResult(op.op, c, k, 412, None, exc.current_version)
-                    continue
-            if op.op == "check":
-                results[index] = OpResult(
-                    "check", c, k, 200, None if live is None else live.version
-                )
-                if routed:
-                    change = Change(c, k, None, cls.value, self.clock())  # the clock: TTLs
-                    plan.append(_Planned(index, op, cls, live, change, routed=True))
-                continue
-            if op.op == "delete" and live is None and not (routed and op.conditional):
-                results[index] = OpResult("delete", c, k, 404, None)
-                continue
-            now = self._next_version(old) / 1_000_000
-            expires = None if op.ttl is None else now + op.ttl
-            change = Change(c, k, op.raw, cls.value, now, expires=expires)
-            plan.append(_Planned(index, op, cls, old, change, routed))
-        return plan
-
-    def _batch_to_tiers(
-        self,
-        plan: list[_Planned],
-        arbiter: Replica | None,
-        atomic: bool,
-        results: list[OpResult | None],
-    ) -> tuple[dict[int, int | None], dict[int, int]]:
-        """Reach the tiers that decide or must hold the batch before the ack (caller holds the
-        lock): index -> the version a tier settled on, and index -> the bits of the tiers that
-        took it. A condition the arbiter lost is that operation's 412 (a transaction: raised,
-        nothing written anywhere)."""
-        settled: dict[int, int | None] = {}
-        taken: dict[int, int] = {}
-        guarded = [p for p in plan if p.routed]
-        if arbiter is not None and guarded:
-            ops = [
-                Guarded(p.change, p.op.if_match, p.op.if_absent, p.op.op != "check")
-                for p in guarded
-            ]
-            versions, lost = arbiter.decide_batch(ops, atomic)
-            if lost and atomic:
-                first = min(lost)
-                p = guarded[first]
-                failure = lost[first]
-                raise TransactionFailed(
-                    p.index, p.op.collection, p.op.key, failure.current_version, str(failure)
-                )
-            for position, p in enumerate(guarded):
-                if position in lost:
-                    results[p.index] = OpResult(
-                        p.op.op,
-                        p.op.collection,
-                        p.op.key,
-                        412,
-                        None,
-                        lost[position].current_version,
-                    )
-                    p.skip = True
-                    continue
-                settled[p.index] = versions[position]
-                taken[p.index] = arbiter.bit
-                if p.op.op == "check":
-                    results[p.index] = OpResult(
-                        "check", p.op.collection, p.op.key, 200, versions[position]
-                    )
-        rest = [p for p in plan if not p.routed]
-        for replica in self.replicas:
-            mine = [p for p in rest if replica.writes_through(p.cls)]
-            if not mine:
-                continue
-            versions_through = replica.write_through_many([p.change for p in mine]) or []
-            for position, p in enumerate(mine):
-                taken[p.index] = taken.get(p.index, 0) | replica.bit
-                if position < len(versions_through):
-                    settled[p.index] = max(settled.get(p.index) or 0, versions_through[position])
-        return settled, taken
-
-    def _apply_batch(
-        self,
-        plan: list[_Planned],
-        settled: dict[int, int | None],
-        taken: dict[int, int],
-        results: list[OpResult | None],
-    ) -> tuple[int, bool]:
-        """Journal the batch as one group and install it in memory (caller holds the lock):
-        (the group's journal sequence number, whether a critical record needs its sync)."""
-        memory, routes = self.memory, self.routes
-        items: list[GroupItem] = []
-        durable = False
-        done: list[tuple[_Planned, float, float | None]] = []
-        for p in plan:
-            if p.skip or p.op.op == "check":
-                continue
-            version = settled.get(p.index) or version_of(p.change.mtime)
-            self._observe_version(version)
-            now = version / 1_000_000
-            c, k, old = p.op.collection, p.op.key, p.old
-            if p.op.op == "delete":
-                live = self._live(old)
-                if live is not None:
-                    if routes.journaled(live.cls):
-                        items.append((c, k, live.cls.value, None, now, None))
-                    durable = durable or live.cls.waits_for_sync
-                results[p.index] = OpResult("delete", c, k, 200, None)
-                done.append((p, now, None))
-                continue
-            expires = p.change.expires
-            if routes.journaled(p.cls):
-                items.append((c, k, p.cls.value, p.op.raw, now, expires))
-                durable = durable or p.cls.waits_for_sync
-            elif old is not None and routes.journaled(old.cls):
-                items.append((c, k, old.cls.value, None, now, None))  # leaves its tiers
-                durable = durable or old.cls.waits_for_sync
-            results[p.index] = OpResult("put", c, k, 200, version)
-            done.append((p, now, expires))
-        try:
-            seq = self.journal.append_group(items)
-        except JournalWriteError as exc:
-            self._counters.put_errors += 1
-            raise StorageFull(f"write refused, nothing stored: {exc.strerror or exc}") from None
-        for p, now, expires in done:
-            c, k = p.op.collection, p.op.key
-            if p.op.op == "delete":
-                live = self._live(p.old)
-                if live is not None:
-                    memory.remove_entry(c, k, live.cls, now)
-                    self._counters.deletes += 1
-                continue
-            assert p.op.raw is not None
-            mask = self.routes.mask(p.cls) & ~taken.get(p.index, 0)
-            memory.set_entry(c, k, Entry(p.op.raw, p.cls, now, mask, expires), now)
-            if expires is not None:
-                self._expiring.add((c, k))
-            self._counters.puts += 1
-        if memory.used > memory.limit and not memory.evict_blocked:
-            memory.evict_for_limit()
-        elif seq and self._journal_full() and memory.on_pressure is not None:
-            memory.on_pressure()
-        return seq, durable
-
-    def expire(self) -> int:
-        """Delete every record whose time to live has passed, like a delete: journaled (one
-        group), through the sync tiers, queued for the others; the pass calls it first, so its
-        tombstones reach every tier in that same pass. Returns how many went."""
-        memory, routes = self.memory, self.routes
-        with memory.lock:
-            now = self.clock()
-            items: list[GroupItem] = []
-            plan: list[tuple[str, str, Entry, float]] = []
-            for name in list(self._expiring):
-                entry = memory.entry(*name)
-                if entry is None or entry.expires is None:
-                    self._expiring.discard(name)  # deleted, or written again without a ttl
-                elif entry.expires <= now:
-                    when = self._next_version(entry) / 1_000_000
-                    if routes.journaled(entry.cls):
-                        items.append((*name, entry.cls.value, None, when, None))
-                    plan.append((*name, entry, when))
-            if not plan:
-                return 0
-            try:
-                for replica in self.replicas:
-                    mine = [
-                        Change(c, k, None, e.cls.value, when)
-                        for c, k, e, when in plan
-                        if replica.writes_through(e.cls)
-                    ]
-                    if mine:
-                        replica.write_through_many(mine)
-                self.journal.append_group(items)
-            except (StorageError, JournalWriteError) as exc:
-                log.warning("expired records kept until the next pass", extra={"error": str(exc)})
-                return 0
-            for collection, key, entry, when in plan:
-                memory.remove_entry(collection, key, entry.cls, when)
-                self._expiring.discard((collection, key))
-        return len(plan)
-
-    def _batch_class(self, index: int, op: BatchOp) -> PersistenceClass | None:
-        """A put's class, its TTL allowed for it; refused naming the operation."""
-        if op.op != "put":
-            return None
-        try:
-            pclass = self.resolve_class(op.collection, op.cls)
-            if op.ttl is not None:
-                self._check_ttl(op.collection, op.key, pclass, op.ttl)
-        except BadRequest as exc:
-            raise BadRequest(f"operations[{index}]: {exc}") from None
-        return pclass
+        """Apply validated operations as one step (bootstrap.batches: its docstring)."""
+        return self.batches.write_batch(ops, atomic, wait)
 
     def list_records(
         self, collection: str, prefix: str = "", limit: int = 1000
@@ -900,151 +593,55 @@ class HybridStorage:
     def replica(self, name: str) -> Replica:
         return self._by_name[name]
 
-    # == passes ===========================================================================
+    # == passes (bootstrap.passes) =========================================================
     def tier(self) -> TierReport:
         """The periodic pass: ship every-pass tiers (warm files), checkpoint the journal, age
         memory, then back up to the tiers that are due."""
-        started = time.perf_counter()
-        report = TierReport()
-        memory = self.memory
-        with self._maintenance:
-            report.expired = self.expire()
-            self._ship_every_pass(report)
-            now = self.clock()
-            with memory.lock:
-                aged = memory.age(now, self.config.tiering.hot_age)
-                report.evicted, report.expired_cache = aged.evicted, aged.expired_cache
-                memory.evict_blocked = False
-                if memory.over_limit():
-                    # This is the pass: asking for another one would loop while records owed to
-                    # a backup tier hold memory (only a backup cleans them).
-                    memory.evict_for_limit(ask_for_pass=False)
-            self._counters.tier_passes += 1
-        if self.config.tiering.enabled:
-            now = self.clock()
-            full = self._journal_full()
-            due = [r for r in self._backups() if full or r.due(now)]
-            if due:
-                self._backup(due, push=True, push_timeout=None, compact=True)
-        with self._maintenance, memory.lock:
-            # After the backup: it lets go of the deleted keys the backup was still to hear of.
-            report.compacted = memory.compact()
-        if report.compacted:
-            release_free_heap()
-        report.seconds = time.perf_counter() - started
-        return report
+        return self.passes.tier()
 
     def tier_files_only(self) -> TierReport:
         """Ship the every-pass tiers only (the CLI's offline flush)."""
-        report = TierReport()
-        with self._maintenance:
-            self._ship_every_pass(report)
-        return report
+        return self.passes.tier_files_only()
 
     def checkpoint(self) -> None:
-        """Every tier written now (no publish, no snapshot), so the journal segments they cover
-        are dropped."""
-        self.tier_files_only()
-        self._backup(self._backups(), push=False, push_timeout=None, compact=False)
+        """Every tier written now, so the journal segments they cover are dropped."""
+        self.passes.checkpoint()
 
     def backup(
         self, push: bool = True, push_timeout: float | None = None, compact: bool = True
     ) -> dict[str, Any]:
-        """Ship the backup tiers now (git: a segment, or a fresh snapshot when due) and, with
-        push, publish them."""
-        return self._backup(self._backups(), push, push_timeout, compact)
+        """Ship the backup tiers now and, with push, publish them."""
+        return self.passes.backup(push, push_timeout, compact)
 
     backup_git = backup  # the name of the API's POST /v1/backup and older callers
 
     def push(self, timeout: float | None = None) -> bool:
         """Publish every tier that publishes (git: push); False when one could not."""
-        deadline = time.monotonic() + (timeout or BACKGROUND_PUBLISH_TIMEOUT)
-        return all([r.publish(deadline) for r in self.replicas])
+        return self.passes.push(timeout)
 
     def background_tasks(self) -> list[Callable[[], Any]]:
         """Checks to run once after start, off the serving path (git: merge the remote)."""
-        return [task for r in self.replicas if (task := r.background()) is not None]
+        return self.passes.background_tasks()
 
     def seconds_until_push_retry(self) -> float | None:
         """When a failed publish should be tried again (the scheduler sleeps until then)."""
-        now = self.clock()
-        waits = [w for r in self.replicas if (w := r.retry_in(now)) is not None]
-        return min(waits) if waits else None
+        return self.passes.seconds_until_push_retry()
 
     def flush(self, backup: bool = True, push_timeout: float | None = None) -> dict[str, Any]:
         """Everything to every tier now; with backup, publish too (SIGTERM, preemption)."""
-        self.sync()
-        report = self.tier_files_only()
-        result: dict[str, Any] = {"files_written": report.files_written}
-        if backup:
-            result.update(self._backup(self._backups(), True, push_timeout, compact=False))
-            states = [p for r in self.replicas if (p := r.published()) is not None]
-            result["pushed"] = all(states) if states else None
-        return result
-
-    def _backups(self) -> list[Replica]:
-        return [r for r in self.replicas if not r.every_pass]
-
-    def _ship_every_pass(self, report: TierReport) -> None:
-        for replica in self.replicas:
-            if replica.every_pass:
-                replica.ship(report)
-
-    def _backup(
-        self, replicas: list[Replica], push: bool, push_timeout: float | None, compact: bool
-    ) -> dict[str, Any]:
-        result: dict[str, Any] = {"commit": None, "changes": 0}
-        with self._maintenance:
-            for replica in replicas:
-                result.update(replica.ship(TierReport(), compact=compact))
-        if push:
-            deadline = time.monotonic() + (push_timeout or BACKGROUND_PUBLISH_TIMEOUT)
-            for replica in replicas:
-                replica.publish(deadline)
-        return result
+        return self.passes.flush(backup, push_timeout)
 
     def _journal_full(self) -> bool:
-        return self.journal.size_bytes() > JOURNAL_CHECKPOINT_BYTES
+        return self.passes.journal_full()
 
     def _checkpoint_journal(self) -> int:
-        """Drop the journal segments every tier holds: until then a crash replays them, so no
-        change (a delete bound for a backup included) is only in memory."""
-        if not self.replicas:
-            return 0
-        return self.journal.drop_through(min(r.covered for r in self.replicas))
-
-    def _writes_through(self, cls: PersistenceClass) -> bool:
-        """True when a write of this class must reach a tier before it is acknowledged."""
-        mask = self.routes.mask(cls)
-        return any(mask & r.bit and r.writes_through(cls) for r in self.replicas)
-
-    def _write_through(self, change: Change, cls: PersistenceClass) -> tuple[int, int | None]:
-        """Reach the tiers that must hold a write before it is acknowledged (Unavailable:
-        nothing written): the route's mask less those tiers, whose bits are never pending,
-        and the version they settled on (None when none keeps versions)."""
-        mask = self.routes.mask(cls)
-        settled: int | None = None
-        for replica in self.replicas:
-            if mask & replica.bit and replica.writes_through(cls):
-                version = replica.write_through(change)
-                if version is not None:
-                    settled = max(settled or 0, version)
-                mask &= ~replica.bit
-        return mask, settled
-
-    def _arbiter(self, cls: PersistenceClass) -> Replica | None:
-        """The tier that decides conditional writes of this class (postgres when routed), or
-        None: the local store decides, under its lock."""
-        mask = self.routes.mask(cls)
-        for replica in self.replicas:
-            if mask & replica.bit and replica.decides_conditions(cls):
-                return replica
-        return None
+        return self.passes.checkpoint_journal()
 
     def blocks_on_a_tier(self, cls: PersistenceClass, conditional: bool) -> bool:
         """True when a write waits for a remote tier (postgres): the API runs it off the event
         loop so that other requests, and the tier's group commit, go on meanwhile."""
-        return self._writes_through(cls) or (conditional and self._arbiter(cls) is not None)
+        routing = self.routing
+        return routing.writes_through(cls) or (conditional and routing.arbiter(cls) is not None)
 
     def batch_blocks_on_a_tier(self, ops: Sequence[BatchOp]) -> bool:
         """blocks_on_a_tier for a batch: True when any operation may wait for PostgreSQL (a
@@ -1057,12 +654,6 @@ class HybridStorage:
             if self.blocks_on_a_tier(cls, op.conditional):
                 return True
         return False
-
-    def _observe_version(self, version: int) -> None:
-        """A tier settled on `version` (caller holds the lock): the write clock moves past it,
-        so this agent's next write is newer."""
-        if version > self._last_version:
-            self._last_version = version
 
     # == the memory store's notices, dispatched by pending bit =============================
     def _note_put(self, collection: str, key: str, entry: Entry, now: float) -> None:
@@ -1086,53 +677,8 @@ class HybridStorage:
 
     # == status ===========================================================================
     def status(self) -> dict[str, Any]:
-        """What `GET /v1/status` shows. No secrets: remote URLs and DSNs are redacted."""
-        memory = self.memory
-        tiers = self.routes.tiers
-        with memory.lock:
-            per_class = {c.value: {"records": 0, "in_memory": 0} for c in PersistenceClass}
-            pending = [0] * len(tiers)
-            for _, coll in memory.collections():
-                for entry in coll.values():
-                    stats = per_class[entry.cls.value]
-                    stats["records"] += 1
-                    stats["in_memory"] += entry.value is not None
-                    bits = entry.pending
-                    index = 0
-                    while bits:
-                        pending[index] += bits & 1
-                        bits >>= 1
-                        index += 1
-            counts = memory.counts()
-            memory_bytes = memory.used
-        now = self.clock()
-        result: dict[str, Any] = {
-            "host": self.host,
-            "storage_path": str(self.root),
-            "restored_from": self.restored_from,
-            "uptime_s": round(now - self.started_at, 3),
-            "records": sum(counts.values()),
-            "collections": counts,
-            "classes": per_class,
-            "routes": {cls: list(route) for cls, route in self.config.routes.items()},
-            "journal": {"bytes": self.journal.size_bytes()},
-            "tiers": {
-                "memory": {
-                    "bytes": memory_bytes,
-                    "limit": memory.limit,
-                    "records": sum(c["in_memory"] for c in per_class.values()),
-                    "over_limit": memory_bytes > memory.limit,
-                },
-            },
-            "dirty": {
-                **dict(zip(tiers, pending, strict=True)),
-                "unevictable_over_limit": memory_bytes > memory.limit,
-            },
-        }
-        for replica in self.replicas:
-            for section, body in replica.status().items():
-                result.setdefault(section, {}).update(body)
-        return result
+        """What `GET /v1/status` shows (assembled in bootstrap.status)."""
+        return build_status(self)
 
     def check_names(self, collection: str, key: str) -> None:
         try:

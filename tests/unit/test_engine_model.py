@@ -47,7 +47,7 @@ from hypothesis.stateful import (
 import bootstrap.durable as durable_module
 import bootstrap.journal as journal_module
 import bootstrap.memory as memory_module
-import bootstrap.storage as storage_module
+import bootstrap.passes as passes_module
 import bootstrap.tiers.files as files_module
 from bootstrap.batch import Delete, Limits, Put, write_ops
 from bootstrap.config import config_from_mapping
@@ -501,7 +501,7 @@ def test_the_engine_matches_a_dict_through_every_interleaving(
     # Memory compaction (after many deletes) rebuilds every entry: let it happen in the model.
     monkeypatch.setattr(memory_module, "COMPACT_AFTER_REMOVED", 2)
     # So is the journal checkpoint at start (files, a git commit, segments dropped).
-    monkeypatch.setattr(storage_module, "JOURNAL_CHECKPOINT_BYTES", 4096)
+    monkeypatch.setattr(passes_module, "JOURNAL_CHECKPOINT_BYTES", 4096)
     machine = make_machine(faults)
     run_state_machine_as_test(
         machine,
