@@ -8,56 +8,21 @@ with it, so every agent's reads and conditions treat it as gone once it passes."
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
-import psycopg
 import pytest
 
 from bootstrap.batch import BatchOp, Check, Delete, Limits, Put, write_ops
-from bootstrap.config import config_from_mapping
 from bootstrap.errors import TransactionFailed, Unavailable
 from bootstrap.storage import HybridStorage
 from tests.conftest import PgDatabase
 from tests.pgcluster import PgCluster
 
 from .conftest import FakeClock
+from .conftest import PgAgent as Agent
 
-Agent = Callable[..., HybridStorage]
 MODES = ["sync", "async"]
 LIMITS = Limits(1000, 1 << 20)
-
-
-@pytest.fixture
-def agent(pg_db: PgDatabase, tmp_path: Path) -> Iterator[Agent]:
-    opened: list[HybridStorage] = []
-
-    def make(
-        name: str, write: str = "async", clock: Callable[[], float] = time.time
-    ) -> HybridStorage:
-        section = pg_db.section(write=write, max_lag="20ms")
-        config = config_from_mapping(
-            {"storage_path": str(tmp_path / name), "postgres": section}, base_dir=tmp_path
-        )
-        storage = HybridStorage(config, clock=clock)
-        storage.initialize()
-        opened.append(storage)
-        return storage
-
-    yield make
-    for storage in opened:
-        if storage.is_open:
-            storage.close(backup=False)
-
-
-@pytest.fixture
-def outage(pg_cluster: PgCluster) -> Iterator[PgCluster]:
-    """The session's server, started again after the test if the test left it stopped."""
-    yield pg_cluster
-    try:
-        pg_cluster.admin().close()
-    except psycopg.OperationalError:
-        pg_cluster.start()
 
 
 def ops(*items: Put | Delete | Check, transaction: bool = True) -> list[BatchOp]:

@@ -4,9 +4,8 @@ two agents with their own storage paths share one database."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -15,32 +14,7 @@ from bootstrap.errors import Unavailable
 from bootstrap.storage import HybridStorage
 from tests.conftest import PgDatabase
 
-Agent = Callable[..., HybridStorage]
-
-
-@pytest.fixture
-def agent(pg_db: PgDatabase, tmp_path: Path) -> Iterator[Agent]:
-    opened: list[HybridStorage] = []
-
-    def make(
-        name: str,
-        write: str = "async",
-        clock: Callable[[], float] = time.time,
-        **postgres: Any,
-    ) -> HybridStorage:
-        section = pg_db.section(write=write, max_lag="20ms", **postgres)
-        config = config_from_mapping(
-            {"storage_path": str(tmp_path / name), "postgres": section}, base_dir=tmp_path
-        )
-        storage = HybridStorage(config, clock=clock)
-        storage.initialize()
-        opened.append(storage)
-        return storage
-
-    yield make
-    for storage in opened:
-        if storage.is_open:
-            storage.close(backup=False)
+from .conftest import PgAgent as Agent
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
