@@ -139,3 +139,31 @@ class Replica(Protocol):
 
 
 __all__ = ["Context", "Incoming", "PassReport", "Replica"]
+
+
+class WrittenByItsPass:
+    """The put-path half of a Replica for a tier that only its pass writes (files, git): it
+    never writes through, and the local store, not it, decides conditional writes."""
+
+    def writes_through(self, cls: PersistenceClass) -> bool:
+        return False
+
+    def write_through(self, change: Change) -> int | None:
+        raise NotImplementedError("this tier is written by its pass, never on the put path")
+
+    def write_through_many(self, changes: Sequence[Change]) -> list[int] | None:
+        raise NotImplementedError("this tier is written by its pass, never on the put path")
+
+    def decides_conditions(self, cls: PersistenceClass) -> bool:
+        return False
+
+    def write_conditional(self, change: Change, if_match: int | None, if_absent: bool) -> int:
+        raise NotImplementedError("the local store decides conditional writes, not this tier")
+
+    def settle_backlog(self, names: Iterable[tuple[str, str]]) -> None:
+        raise NotImplementedError("the local store decides conditional writes, not this tier")
+
+    def decide_batch(
+        self, ops: Sequence[Guarded], atomic: bool
+    ) -> tuple[list[int | None], dict[int, PreconditionFailed]]:
+        raise NotImplementedError("the local store decides conditional writes, not this tier")

@@ -9,20 +9,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from typing import Any, ClassVar
 
-from ..errors import PreconditionFailed, StorageFull
-from ..records import Change, Entry, Guarded, PersistenceClass, check_collection
+from ..errors import StorageFull
+from ..records import Entry, PersistenceClass, check_collection
 from ..tiers.files import Expiries, FilesTier, StagedFile, read_value
-from . import Context, PassReport
+from . import Context, PassReport, WrittenByItsPass
 
 log = logging.getLogger("spine.storage")
 
 Dirty = tuple[str, str | None]  # (collection, class override): one warm file
 
 
-class FilesReplica:
+class FilesReplica(WrittenByItsPass):
     """Rewrites changed warm files on every pass; holds what eviction needs."""
 
     name: ClassVar[str] = "files"
@@ -49,29 +49,6 @@ class FilesReplica:
 
     def note_bulk(self, collection: str, cls: PersistenceClass) -> None:
         self._dirty.add((collection, self.ctx.override(collection, cls)))
-
-    def writes_through(self, cls: PersistenceClass) -> bool:
-        return False
-
-    def write_through(self, change: Change) -> int | None:
-        raise NotImplementedError("this tier is written by its pass, never on the put path")
-
-    def write_through_many(self, changes: Sequence[Change]) -> list[int] | None:
-        raise NotImplementedError("this tier is written by its pass, never on the put path")
-
-    def decides_conditions(self, cls: PersistenceClass) -> bool:
-        return False
-
-    def write_conditional(self, change: Change, if_match: int | None, if_absent: bool) -> int:
-        raise NotImplementedError("the local store decides conditional writes, not this tier")
-
-    def settle_backlog(self, names: Iterable[tuple[str, str]]) -> None:
-        raise NotImplementedError("the local store decides conditional writes, not this tier")
-
-    def decide_batch(
-        self, ops: Sequence[Guarded], atomic: bool
-    ) -> tuple[list[int | None], dict[int, PreconditionFailed]]:
-        raise NotImplementedError("the local store decides conditional writes, not this tier")
 
     def pending_work(self) -> bool:
         return bool(self._dirty)

@@ -10,17 +10,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..errors import PreconditionFailed
 from ..policy import backup_due, retry_delay
-from ..records import Change, Entry, Guarded, PersistenceClass
+from ..records import Entry, PersistenceClass
 from ..tiers.files import FilesTier, parse
 from ..tiers.git import GitRecord, GitTier, GitUnavailable, RemoteMoved, redact
-from . import Context, PassReport, Replica
+from . import Context, PassReport, Replica, WrittenByItsPass
 
 log = logging.getLogger("spine.storage")
 
@@ -43,7 +42,7 @@ class BackupState:
     oldest_unpushed_at: float | None = None
 
 
-class GitReplica:
+class GitReplica(WrittenByItsPass):
     """Commits what is pending (a segment, or a fresh snapshot when due) and pushes it."""
 
     name: ClassVar[str] = "git"
@@ -109,29 +108,6 @@ class GitReplica:
         for key, entry in self.ctx.memory.collection(collection).items():
             if entry.pending & self.bit:
                 self.note_put(collection, key, entry, entry.mtime)
-
-    def writes_through(self, cls: PersistenceClass) -> bool:
-        return False
-
-    def write_through(self, change: Change) -> int | None:
-        raise NotImplementedError("this tier is written by its pass, never on the put path")
-
-    def write_through_many(self, changes: Sequence[Change]) -> list[int] | None:
-        raise NotImplementedError("this tier is written by its pass, never on the put path")
-
-    def decides_conditions(self, cls: PersistenceClass) -> bool:
-        return False
-
-    def write_conditional(self, change: Change, if_match: int | None, if_absent: bool) -> int:
-        raise NotImplementedError("the local store decides conditional writes, not this tier")
-
-    def settle_backlog(self, names: Iterable[tuple[str, str]]) -> None:
-        raise NotImplementedError("the local store decides conditional writes, not this tier")
-
-    def decide_batch(
-        self, ops: Sequence[Guarded], atomic: bool
-    ) -> tuple[list[int | None], dict[int, PreconditionFailed]]:
-        raise NotImplementedError("the local store decides conditional writes, not this tier")
 
     def pending_work(self) -> bool:
         return bool(self._pending or self._deletes)
