@@ -126,6 +126,15 @@ def test_root_runs_spine_agent_as_the_agents_user_with_its_config(cli: Path) -> 
     assert done.stdout.strip() == "user=nobody config=/etc/super-spine/agent.yaml args=status"
 
 
+def test_root_with_a_path_without_sbin_still_switches_user(cli: Path) -> None:
+    """An operator's PATH may lack /usr/sbin (where runuser lives): the lab's host check met
+    `runuser: not found` with PATH=/usr/local/bin:/usr/bin:/bin."""
+    done = subprocess.run([str(cli), "status"], capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/local/bin:/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "user=nobody config=/etc/super-spine/agent.yaml args=status"
+
+
 def test_an_explicit_config_is_kept(cli: Path) -> None:
     env = {**os.environ, "SUPER_SPINE_CONFIG": "/srv/other.yaml"}
     done = subprocess.run([str(cli), "get", "a", "b"], capture_output=True, text=True,
