@@ -28,7 +28,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar
 
@@ -138,18 +138,11 @@ class PostgresReplica:
         change: the group-committed submit) before they are acknowledged; the versions
         PostgreSQL settled on, in order."""
         self._require_open()
-        try:
+        with self._writing():
             if len(changes) == 1:
                 versions = [self.backend.submit(changes[0])]
             else:
                 versions = self.backend.write_forced(changes)
-        except TierUnavailable as exc:
-            self.last_error = str(exc)
-            raise TierUnavailable(f"postgres unreachable, nothing written: {exc}") from None
-        except ValueTooLarge as exc:
-            raise TooLarge(str(exc)) from None
-        except ValueError as exc:
-            raise BadRequest(str(exc)) from None
         self.last_error = None
         self.commits += 1
         return versions
@@ -172,19 +165,15 @@ class PostgresReplica:
                 raise TierUnavailable(
                     f"postgres unreachable, nothing written: {self.last_error or 'backlog kept'}"
                 )
-        try:
-            version = self.backend.write_conditional(change, if_match=if_match, if_absent=if_absent)
-        except PreconditionFailed as failed:
-            if failed.current is not None:
-                self.take([failed.current])
-            raise
-        except TierUnavailable as exc:
-            self.last_error = str(exc)
-            raise TierUnavailable(f"postgres unreachable, nothing written: {exc}") from None
-        except ValueTooLarge as exc:
-            raise TooLarge(str(exc)) from None
-        except ValueError as exc:
-            raise BadRequest(str(exc)) from None
+        with self._writing():
+            try:
+                version = self.backend.write_conditional(
+                    change, if_match=if_match, if_absent=if_absent
+                )
+            except PreconditionFailed as failed:
+                if failed.current is not None:
+                    self.take([failed.current])
+                raise
         self.last_error = None
         self.commits += 1
         return version
@@ -211,8 +200,20 @@ class PostgresReplica:
                 raise TierUnavailable(
                     f"postgres unreachable, nothing written: {self.last_error or 'backlog kept'}"
                 )
-        try:
+        with self._writing():
             versions, lost = self.backend.write_guarded(ops, atomic)
+        self.take([failed.current for failed in lost.values() if failed.current is not None])
+        self.last_error = None
+        if not (atomic and lost):
+            self.commits += 1
+        return versions, lost
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A synchronous write to PostgreSQL: its failures as the storage's errors (away: 503
+        with the reason noted for status; too large: 413; refused input: 400)."""
+        try:
+            yield
         except TierUnavailable as exc:
             self.last_error = str(exc)
             raise TierUnavailable(f"postgres unreachable, nothing written: {exc}") from None
@@ -220,11 +221,6 @@ class PostgresReplica:
             raise TooLarge(str(exc)) from None
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
-        self.take([failed.current for failed in lost.values() if failed.current is not None])
-        self.last_error = None
-        if not (atomic and lost):
-            self.commits += 1
-        return versions, lost
 
     def _require_open(self) -> None:
         if not self._try_open():
