@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.lab import LabError, LabGitRemote, LabVM, grow_disk, make_blank_disk, parse_size
-from tests.lab.vm import DISK_NAME
+from tests.lab.vm import BOOT_ATTEMPTS, DISK_NAME
 
 pytestmark = pytest.mark.lab
 
@@ -135,3 +136,46 @@ def test_disk_helpers_refuse_what_would_lose_data(tmp_path: Path) -> None:
         grow_disk(disk, "32M")
     with pytest.raises(LabError, match="bad disk size"):
         parse_size("two gigs")
+
+
+class _FrozenAtFirst(LabVM):
+    """A VM whose first `frozen` launches hang like the one a CI run saw: the emulated CPU is
+    stopped (HMP `stop`) right after QEMU starts, so the guest never prints or writes."""
+
+    def __init__(self, *args: object, frozen: int, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.frozen = frozen
+        self.launches = 0
+
+    def _launch(self) -> None:
+        super()._launch()
+        self.launches += 1
+        if self.launches <= self.frozen:
+            deadline = time.monotonic() + 10
+            while not self.monitor.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.monitor_command("stop")
+
+
+def test_a_boot_that_hangs_is_reset_and_tried_again(tmp_path: Path) -> None:
+    machine = _FrozenAtFirst(tmp_path / "vm", data_disk=tmp_path / "pd.img",
+                             data_disk_size="64M", stall_timeout=10, frozen=1)
+    try:
+        machine.boot()
+        assert machine.launches == 2
+        assert machine.timings["boot_retries"] == 1
+        assert (machine.workdir / "serial.stalled-1.log").exists()
+        assert machine.ssh("hostname").stdout.strip() == "super-spine-lab"
+    finally:
+        machine.kill()
+
+
+def test_a_boot_that_always_hangs_is_one_clear_error(tmp_path: Path) -> None:
+    machine = _FrozenAtFirst(tmp_path / "vm", data_disk=tmp_path / "pd.img",
+                             data_disk_size="64M", stall_timeout=5, frozen=BOOT_ATTEMPTS)
+    with pytest.raises(LabError) as err:
+        machine.boot()
+    assert machine.launches == BOOT_ATTEMPTS
+    assert not machine.running
+    assert str(err.value).startswith(f"lab VM hung at boot {BOOT_ATTEMPTS} times in a row")
+    assert "serial.stalled-3.log" in str(err.value)

@@ -37,6 +37,12 @@ MEMORY_MB = 1024
 CPUS = 2
 # TCG boots in ~25 s on an idle 2-core machine but took ~180 s at load average 7: be generous.
 BOOT_TIMEOUT = float(os.environ.get("LAB_BOOT_TIMEOUT", "480"))
+# Rarely, a TCG guest hangs before its root is mounted: no byte on the serial console, no
+# write to its overlay, for good (a CI run saw 480 s of nothing while every other boot took
+# ~22 s). A boot that shows no sign of life for this long is reset and tried again, as a
+# stuck GCE VM would be; the hung attempt's serial log is kept as serial.stalled-<n>.log.
+STALL_TIMEOUT = float(os.environ.get("LAB_STALL_TIMEOUT", "150"))
+BOOT_ATTEMPTS = 3
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 _live: weakref.WeakSet[LabVM] = weakref.WeakSet()
@@ -68,7 +74,8 @@ class LabVM:
 
     def __init__(self, workdir: Path, data_disk: Path, data_disk_size: str = "2G", *,
                  ssh_port: int | None = None, persist: bool = False,
-                 boot_timeout: float = BOOT_TIMEOUT, metadata_url: str | None = None) -> None:
+                 boot_timeout: float = BOOT_TIMEOUT, stall_timeout: float = STALL_TIMEOUT,
+                 metadata_url: str | None = None) -> None:
         self.workdir = Path(workdir).resolve()
         # A metadata server (tests.lab.metadata) whose startup-script the guest runs at boot,
         # as GCE's guest agent does; None: no startup script. Read at each boot.
@@ -78,6 +85,7 @@ class LabVM:
         self.requested_port = ssh_port
         self.persist = persist
         self.boot_timeout = boot_timeout
+        self.stall_timeout = stall_timeout
         if not self.data_disk.parent.is_dir():
             raise LabError(f"data disk directory does not exist: {self.data_disk.parent}")
         if self.data_disk.exists() and not self.data_disk.is_file():
@@ -175,19 +183,38 @@ class LabVM:
         if not self.data_disk.exists():
             make_blank_disk(self.data_disk, self.data_disk_size)
         started = time.monotonic()
+        self.timings["boot_retries"] = 0
+        for attempt in range(1, BOOT_ATTEMPTS + 1):
+            try:
+                self._launch_and_wait()
+                break
+            except _Stalled as stall:
+                self.kill()
+                kept = self.workdir / f"serial.stalled-{attempt}.log"
+                with contextlib.suppress(OSError):
+                    self.serial_log.replace(kept)
+                if attempt == BOOT_ATTEMPTS:
+                    raise LabError(f"lab VM hung at boot {BOOT_ATTEMPTS} times in a row "
+                                   f"(no console output or disk write for {stall.seconds:.0f}s; "
+                                   f"serial log: {kept})", f"--- serial log tail ---\n"
+                                   f"{_tail(kept)}") from None
+                self.timings["boot_retries"] = attempt
+        self.timings["boot_to_ssh"] = time.monotonic() - started
+        return self
+
+    def _launch_and_wait(self) -> None:
+        """Start QEMU and wait for ssh, on another free port if QEMU lost the race for one."""
         for attempt in range(4):
             # keep the port across reboots (ssh_config and testinfra args stay valid) if free
             reuse = attempt == 0 and self.port is not None and not port_in_use(self.port)
             self.port = self.requested_port or (self.port if reuse else free_port())
             try:
                 self._launch()
-                self._wait_for_ssh(started)
-                break
+                self._wait_for_ssh()
+                return
             except _PortTaken:
                 if self.requested_port is not None or attempt == 3:
                     raise LabError(f"ssh port {self.port} on 127.0.0.1 is already in use") from None
-        self.timings["boot_to_ssh"] = time.monotonic() - started
-        return self
 
     def _launch(self) -> None:
         assert self.image is not None
@@ -260,9 +287,12 @@ class LabVM:
             "# Written by tests/lab for one lab VM; use with ANSIBLE_SSH_ARGS='-F "
             f"{self.ssh_config}'\n" + yaml.safe_dump(inventory, sort_keys=False))
 
-    def _wait_for_ssh(self, started: float) -> None:
-        deadline = started + self.boot_timeout
-        while time.monotonic() < deadline:
+    def _wait_for_ssh(self) -> None:
+        """Wait for ssh; raise _Stalled if the guest shows no sign of life for stall_timeout."""
+        now = time.monotonic()
+        deadline = now + self.boot_timeout
+        last_mark, last_change = self._sign_of_life(), now
+        while (now := time.monotonic()) < deadline:
             if not self.running:
                 log_text = _tail(self.qemu_log, 10)
                 if "Could not set up host forwarding rule" in log_text:
@@ -270,9 +300,15 @@ class LabVM:
                 raise LabError(f"QEMU exited during boot (see {self.qemu_log})",
                                f"--- qemu.log ---\n{log_text}\n--- serial log tail ---\n"
                                f"{_tail(self.serial_log)}")
-            if self._banner() and self._ssh_ready():
+            banner = self._banner()
+            if banner and self._ssh_ready():
                 self._save_state()
                 return
+            mark = self._sign_of_life()
+            if banner or mark != last_mark:
+                last_mark, last_change = mark, now
+            elif now - last_change > self.stall_timeout:
+                raise _Stalled(now - last_change)
             time.sleep(1)
         self.kill()
         raise LabError(f"lab VM did not answer ssh within {self.boot_timeout:.0f}s "
@@ -285,6 +321,17 @@ class LabVM:
         except LabError:  # a timeout while sshd (or the guest) is still busy booting
             self._close_ssh_master()
             return False
+
+    def _sign_of_life(self) -> tuple[int, int]:
+        """When the guest last wrote to its console or its root disk (a quiet boot prints
+        nothing until the login prompt, but mounting the root writes to the overlay)."""
+        marks = []
+        for path in (self.serial_log, self.overlay):
+            try:
+                marks.append(path.stat().st_mtime_ns)
+            except OSError:
+                marks.append(0)
+        return marks[0], marks[1]
 
     def _banner(self) -> bool:
         """slirp accepts connections before the guest listens: wait for sshd's banner."""
@@ -437,6 +484,14 @@ class LabVM:
 
 class _PortTaken(Exception):
     """QEMU lost the race for a port we picked; pick another."""
+
+
+class _Stalled(Exception):
+    """The guest showed no sign of life for `seconds`: reset it and boot again."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"no sign of life for {seconds:.0f}s")
+        self.seconds = seconds
 
 
 @atexit.register
