@@ -21,6 +21,7 @@ import psycopg
 from psycopg import sql
 
 from .pg_errors import one_line
+from .pg_own import OwnTransactions
 from .pg_sql import Change, Statements, begin_snapshot, stream_rows
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ class Listener:
         channel: str,
         since: int,
         on_changes: OnChanges,
-        is_own: Callable[[int], bool],
+        own: OwnTransactions,
         poll_interval: float = POLL_INTERVAL,
     ) -> None:
         self._connect = connect
@@ -52,7 +53,7 @@ class Listener:
         self._channel = channel
         self._mark = since
         self._on_changes = on_changes
-        self._is_own = is_own
+        self._own = own
         self._poll_interval = poll_interval
         self._stop = threading.Event()
         self._connected = threading.Event()
@@ -118,11 +119,12 @@ class Listener:
             heard = False
             burst = [n.payload for n in conn.notifies(timeout=WAKE_INTERVAL, stop_after=1)]
             if burst:
-                # A moment for the rest of the burst, and for this agent's own writers to
-                # note their txids (a notification can overtake the writer's reply); then
+                # A moment for the rest of the burst, and for this agent's writes in flight
+                # to note their txids (a notification overtakes the writer's reply); then
                 # one read for all of it, or none when every commit in it was this agent's.
                 time.sleep(BURST_GRACE)
                 burst += [n.payload for n in conn.notifies(timeout=0)]
+                self._own.settle()
                 self.counts["notifications"] += len(burst)
                 foreign = sum(not self._own_payload(p) for p in burst)
                 self.counts["own_skipped"] += len(burst) - foreign
@@ -135,7 +137,7 @@ class Listener:
 
     def _own_payload(self, payload: str) -> bool:
         """The notification names a transaction of this agent (the payload is its xid8)."""
-        return payload.isdigit() and len(payload) <= 20 and self._is_own(int(payload))
+        return payload.isdigit() and len(payload) <= 20 and self._own.is_own(int(payload))
 
     def _note_down(self, message: str) -> None:
         if self._connected.is_set() or self.last_error != message:
@@ -151,6 +153,7 @@ class Listener:
             rows = list(stream_rows(conn, self._stmts, self._mark))
         finally:
             conn.execute("COMMIT")
+        self._own.settle()  # a row this agent just wrote is known as its own after this
         fresh = []
         seen: dict[tuple[str, str], tuple[int, int]] = {}
         for row in rows:
@@ -159,7 +162,7 @@ class Listener:
             if held is not None and held[0] >= row.change.version:
                 continue
             seen[ident] = (row.change.version, row.txid)
-            if not self._is_own(row.txid):
+            if not self._own.is_own(row.txid):
                 fresh.append(row.change)
         if fresh:
             self._on_changes(fresh)  # if it raises, the mark stays and all is read again

@@ -29,8 +29,6 @@ from __future__ import annotations
 import contextlib
 import math
 import socket
-import threading
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar, TypeVar
 
@@ -51,6 +49,7 @@ from .pg_errors import (
     unavailable,
 )
 from .pg_listener import Listener, OnChanges
+from .pg_own import OwnTransactions
 from .pg_schema import channel_name, migrate
 from .pg_sql import (
     Change,
@@ -82,7 +81,6 @@ DEFAULT_MAX_VALUE_SIZE = 1024**2
 POOL_SIZE = 4
 WAIT_TIMEOUT = 5.0  # longest a caller waits for a pooled connection before TierUnavailable
 LISTENER_APPLICATION_NAME = "spine-agent-listener"
-OWN_TXIDS = 4096  # recent transactions of this agent: the listener does not echo them back
 _CLASSES = {c.value for c in PersistenceClass}
 
 
@@ -151,9 +149,7 @@ class PostgresTier:
         self._pool: ConnectionPool | None = None
         self._committer: GroupCommitter | None = None
         self._listener: Listener | None = None
-        self._own: deque[int] = deque(maxlen=OWN_TXIDS)
-        self._own_set: set[int] = set()
-        self._own_lock = threading.Lock()
+        self._own = OwnTransactions()
         self.last_error: str | None = None
 
     # -- open / close --------------------------------------------------------------------------
@@ -236,8 +232,9 @@ class PostgresTier:
         self._check(changes)
 
         def work(conn: psycopg.Connection) -> dict[tuple[str, str], int]:
-            versions, txids = upsert(conn, self._stmts, changes, self.host, forced)
-            self._remember(txids)
+            with self._own.writing():
+                versions, txids = upsert(conn, self._stmts, changes, self.host, forced)
+                self._own.remember(txids)
             return versions
 
         # A replay is a no-op (forced: a row holding this very write is left as it is): safe
@@ -271,12 +268,14 @@ class PostgresTier:
         self._check([change])
 
         def work(conn: psycopg.Connection) -> int:
-            done = conditional(conn, self._stmts, change, self.host, if_match)
+            with self._own.writing():
+                done = conditional(conn, self._stmts, change, self.host, if_match)
+                if done is not None:
+                    self._own.remember([done[1]])
             if done is None:
                 row = current_row(conn, self._stmts, change.collection, change.key)
                 now = live_version(row, change.mtime)
                 raise PreconditionFailed(change.collection, change.key, now, row)
-            self._remember([done[1]])
             return done[0]
 
         return self._with_conn(work, retry=False)
@@ -296,8 +295,11 @@ class PostgresTier:
 
         def work(conn: psycopg.Connection) -> tuple[list[int | None], dict[int, Any]]:
             lost: dict[int, PreconditionFailed] = {}
+            # In an explicit transaction the ids are known before COMMIT sends the NOTIFY:
+            # remembered there, a rolled-back transaction's id is harmless (it wrote nothing).
             with conn.transaction() as tx:
                 versions, failed, txids = guarded_batch(conn, self._stmts, ops, self.host)
+                self._own.remember(txids)
                 for index in failed:
                     change = ops[index].change
                     row = current_row(conn, self._stmts, change.collection, change.key)
@@ -305,8 +307,6 @@ class PostgresTier:
                     lost[index] = PreconditionFailed(change.collection, change.key, now, row)
                 if atomic and lost:
                     raise psycopg.Rollback(tx)  # nothing of it stays
-            if not (atomic and lost):
-                self._remember(txids)
             return versions, lost
 
         return self._with_conn(work, retry=False)
@@ -322,7 +322,7 @@ class PostgresTier:
             channel=channel_name(self.config.schema),
             since=since,
             on_changes=on_changes,
-            is_own=self._is_own,
+            own=self._own,
             poll_interval=poll_interval,
         )
         self._listener.start()
@@ -415,18 +415,6 @@ class PostgresTier:
                 raise ValueTooLarge(
                     f"postgres: {where}: value is {size} bytes (at most {self.max_value_size})"
                 )
-
-    def _remember(self, txids: Sequence[int]) -> None:
-        with self._own_lock:
-            for txid in txids:
-                if len(self._own) == self._own.maxlen:
-                    self._own_set.discard(self._own[0])
-                self._own.append(txid)
-                self._own_set.add(txid)
-
-    def _is_own(self, txid: int) -> bool:
-        with self._own_lock:
-            return txid in self._own_set
 
     def _current_mark(self) -> int:
         return self._with_conn(_snapshot_mark, retry=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +19,7 @@ import pytest
 from bootstrap.config import ConfigError
 from bootstrap.tiers.pg_config import parse_postgres_config
 from bootstrap.tiers.pg_listener import Listener
+from bootstrap.tiers.pg_own import OwnTransactions
 from bootstrap.tiers.pg_schema import LATEST_VERSION, SchemaTooNew
 from bootstrap.tiers.postgres import (
     Change,
@@ -236,6 +237,53 @@ def test_listener_delivers_other_agents_changes_not_its_own(
     assert next(c for c in pair.inbox.changes if c.key == "gone").value is None
     status = pair.b.status()["listener"]
     assert status["connected"] and status["notifications"] >= 1
+
+
+def test_an_own_write_is_not_echoed_when_its_reply_comes_late(
+    make_pair: Callable[..., Pair], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The NOTIFY goes out at commit, before the writer's thread has its reply (on a loaded
+    machine it may be descheduled right there): hold B's writer 0.5 s between commit and
+    noting its txid. The listener must still know the row for B's own, not deliver it back."""
+    pair = make_pair()
+    own = pair.b._own
+    prompt_remember = own.remember
+
+    def late_remember(txids: Iterable[int]) -> None:
+        time.sleep(0.5)
+        prompt_remember(txids)
+
+    monkeypatch.setattr(own, "remember", late_remember)
+    pair.b.write([put("mine", b"1", 1.0)])
+    pair.b.write_conditional(put("mine-too", b"1", 1.0), if_absent=True)
+    pair.a.write([put("theirs", b"2", 1.0)])
+    wait_until(lambda: "theirs" in pair.inbox.received(), "a's change on b")
+    time.sleep(0.3)
+    assert sorted(pair.inbox.received()) == ["theirs"]
+    assert pair.b.status()["listener"]["own_skipped"] >= 1
+
+
+def test_settle_waits_only_for_the_writes_in_flight_when_called() -> None:
+    own = OwnTransactions()
+    released = threading.Event()
+    in_flight = threading.Event()
+
+    def slow_writer() -> None:
+        with own.writing():
+            in_flight.set()
+            released.wait(WAIT)
+            own.remember([42])
+
+    writer = threading.Thread(target=slow_writer)
+    writer.start()
+    assert in_flight.wait(WAIT)
+    assert own.settle(timeout=0.2) is False  # still in flight: a bounded wait, then on
+    assert not own.is_own(42)
+    threading.Timer(0.2, released.set).start()
+    assert own.settle(timeout=WAIT) is True
+    assert own.is_own(42)
+    writer.join(WAIT)
+    assert own.settle(timeout=0) is True  # nothing in flight: no wait at all
 
 
 def test_listener_resyncs_what_it_missed_while_disconnected(
