@@ -7,6 +7,10 @@ writer its result. Writers that arrive meanwhile queue up for the next round, le
 them; up to `max_rounds` rounds run at once on their own connections, so the server's WAL
 flush groups their commits too. One client pays no thread hand-off; 8 clients share round
 trips and fsyncs.
+
+Each writer sleeps on its own event and is woken once: when its result is in, or when the
+round before hands it the lead. (One condition for all, woken with notify_all after every
+round, cost every waiting writer a wake-up per round: most of the group's CPU at 8 clients.)
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from typing import Any
 
 from .pg_errors import TierUnavailable
@@ -27,6 +30,20 @@ MAX_QUEUED = 10_000
 WriteBatch = Callable[[Sequence[Change]], list[int]]
 
 
+class _Writer:
+    """One queued change and the writer waiting for it."""
+
+    __slots__ = ("change", "done", "error", "lead", "version", "wake")
+
+    def __init__(self, change: Change) -> None:
+        self.change = change
+        self.wake = threading.Event()
+        self.lead = False  # this writer runs the next round
+        self.done = False
+        self.version = 0
+        self.error: BaseException | None = None
+
+
 class GroupCommitter:
     """Turns concurrent `submit` calls into few `write_batch` calls."""
 
@@ -36,8 +53,8 @@ class GroupCommitter:
         self._write_batch = write_batch
         self._max_batch = max_batch
         self._max_rounds = max_rounds
-        self._queue: deque[tuple[Change, Future[int]]] = deque()
-        self._turn = threading.Condition()
+        self._queue: deque[_Writer] = deque()
+        self._lock = threading.Lock()
         self._rounds = 0  # in flight; more than one lets the server group their fsyncs
         self._closed = False
         self._batches = 0
@@ -46,30 +63,30 @@ class GroupCommitter:
 
     def submit(self, change: Change) -> int:
         """Block until the change is committed; its new version, or its round's exception."""
-        future: Future[int] = Future()
-        with self._turn:
+        writer = _Writer(change)
+        with self._lock:
             if self._closed:
                 raise TierUnavailable("postgres tier is closed")
             if len(self._queue) >= MAX_QUEUED:
                 raise TierUnavailable(f"postgres write queue is full ({MAX_QUEUED} waiting)")
-            self._queue.append((change, future))
-            while not future.done():
-                if self._rounds >= self._max_rounds or not self._queue:
-                    self._turn.wait()
-                    continue
+            self._queue.append(writer)
+            if self._rounds < self._max_rounds:
                 self._rounds += 1
-                batch = self._take()
-                self._turn.release()
-                try:
-                    self._commit(batch)
-                finally:
-                    self._turn.acquire()
-                    self._rounds -= 1
-                    self._turn.notify_all()
-        return future.result()
+                writer.lead = True
+        while True:
+            if writer.lead:
+                writer.lead = False
+                self._round()
+            if writer.done:
+                break
+            writer.wake.wait()
+            writer.wake.clear()
+        if writer.error is not None:
+            raise writer.error
+        return writer.version
 
     def status(self) -> dict[str, Any]:
-        with self._turn:
+        with self._lock:
             queued = len(self._queue)
         return {
             "queued": queued,
@@ -80,17 +97,33 @@ class GroupCommitter:
 
     def close(self) -> None:
         """Refuse new writes; rounds already queued still complete."""
-        with self._turn:
+        with self._lock:
             self._closed = True
 
-    def _take(self) -> list[tuple[Change, Future[int]]]:
+    def _round(self) -> None:
+        """Commit what is queued, wake its writers, then pass the lead on (or give it up)."""
+        try:
+            with self._lock:
+                batch = self._take()
+            if batch:
+                self._commit(batch)
+        finally:
+            with self._lock:
+                if self._queue:
+                    successor = self._queue[0]
+                    successor.lead = True
+                    successor.wake.set()
+                else:
+                    self._rounds -= 1
+
+    def _take(self) -> list[_Writer]:
         """The next round: queue order, one change per key (a later one waits a round)."""
-        taken: list[tuple[Change, Future[int]]] = []
-        deferred: list[tuple[Change, Future[int]]] = []
+        taken: list[_Writer] = []
+        deferred: list[_Writer] = []
         keys: set[tuple[str, str]] = set()
         while self._queue and len(taken) < self._max_batch:
             item = self._queue.popleft()
-            ident = (item[0].collection, item[0].key)
+            ident = (item.change.collection, item.change.key)
             if ident in keys:
                 deferred.append(item)
             else:
@@ -99,29 +132,36 @@ class GroupCommitter:
         self._queue.extendleft(reversed(deferred))
         return taken
 
-    def _commit(self, batch: list[tuple[Change, Future[int]]]) -> None:
+    def _commit(self, batch: list[_Writer]) -> None:
         try:
-            versions = self._write_batch([change for change, _ in batch])
+            versions = self._write_batch([writer.change for writer in batch])
         except ValueError:
             if len(batch) > 1:  # one bad value must not fail its neighbours: one by one
-                for item in batch:
-                    self._commit([item])
+                for writer in batch:
+                    self._commit([writer])
                 return
             raise_into(batch)
             return
         except BaseException:
             raise_into(batch)
             return
-        for (_, future), version in zip(batch, versions, strict=True):
-            future.set_result(version)
+        for writer, version in zip(batch, versions, strict=True):
+            writer.version = version
+            _finish(writer)
         self._batches += 1
         self._changes += len(batch)
         self._largest = max(self._largest, len(batch))
 
 
-def raise_into(batch: list[tuple[Change, Future[int]]]) -> None:
+def _finish(writer: _Writer) -> None:
+    writer.done = True
+    writer.wake.set()
+
+
+def raise_into(batch: list[_Writer]) -> None:
     """Hand the exception being handled to every writer of the batch."""
     exc = sys.exc_info()[1]
     assert exc is not None
-    for _, future in batch:
-        future.set_exception(exc)
+    for writer in batch:
+        writer.error = exc
+        _finish(writer)
